@@ -1,0 +1,21 @@
+# Compiler settings shared by every poolsim target: C++20, the warning set of STYLE.md, and the
+# optional -Werror and sanitizer builds. Targets link poolsim::build_flags.
+set(CMAKE_CXX_STANDARD 20)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+set(CMAKE_CXX_EXTENSIONS OFF)
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/bin")
+
+add_library(poolsim_build_flags INTERFACE)
+add_library(poolsim::build_flags ALIAS poolsim_build_flags)
+target_compile_options(poolsim_build_flags INTERFACE
+  -Wall -Wextra -Wpedantic -Wconversion -Wshadow
+  $<$<BOOL:${POOLSIM_WERROR}>:-Werror>)
+if(POOLSIM_SANITIZERS)
+  target_compile_options(poolsim_build_flags INTERFACE
+    -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  target_link_options(poolsim_build_flags INTERFACE -fsanitize=address,undefined)
+endif()

@@ -1,0 +1,31 @@
+// Time as the pool core sees it: integer nanoseconds on a clock that cannot be read.
+//
+// The core is told the time with every input (`PoolCore::handle(now, ...)`). The simulator
+// passes model time, the real pool passes std::chrono::steady_clock converted in one place.
+// ModelClock deliberately has no now(): nothing in pool_model/ can ask what time it is.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+namespace poolsim {
+
+struct ModelClock {
+  using rep = std::int64_t;
+  using period = std::nano;
+  using duration = std::chrono::duration<rep, period>;
+  using time_point = std::chrono::time_point<ModelClock, duration>;
+  static constexpr bool is_steady = true;
+};
+
+using Duration = ModelClock::duration;
+using Instant = ModelClock::time_point;
+
+// Earlier than every instant a driver can pass: SQLAlchemy's "0" for a pool or a
+// connection that was never invalidated (every real start time is later than it).
+inline constexpr Instant kNever = Instant(Duration(std::numeric_limits<std::int64_t>::min()));
+
+inline constexpr double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace poolsim

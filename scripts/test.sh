@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every poolsim test on a fresh Debian 12 machine: installs the Debian packages, builds
+# Release with -Werror into build/, runs ctest (unit, property and conformance tests), then
+# builds once more with AddressSanitizer + UndefinedBehaviorSanitizer into build-sanitize/ and
+# runs the C++ tests there too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=${POOLSIM_JOBS:-2}
+scripts/install-deps.sh
+
+echo "== build (Release, -Werror) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPOOLSIM_WERROR=ON \
+  -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build build -j"$jobs"
+
+echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer) =="
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
+  -DPOOLSIM_SANITIZERS=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build build-sanitize -j"$jobs"
+
+echo "== tests under the sanitizers =="
+ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
+
+echo "== tests =="
+ctest --test-dir build --output-on-failure -j"$jobs"
