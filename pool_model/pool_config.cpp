@@ -42,7 +42,7 @@ std::optional<std::string> validate(const PoolConfig& config) {
 }
 
 int effective_max_overflow(const PoolConfig& config) {
-  if (config.compat == Compat::k2_0 && config.pool_size == 0) return -1;
+  if (config.compat == Compat::kSqlalchemy20 && config.pool_size == 0) return -1;
   return config.max_overflow;
 }
 

@@ -13,7 +13,7 @@ enum class ResetOnReturn { kRollback, kCommit, kNone };
 enum class QueueOrder { kFifo, kLifo };
 // SQLAlchemy version whose semantics to follow. They differ only for pool_size = 0
 // (2.0 ignores max_overflow there and reports overflow() as 0; SQLAlchemy issue #8523).
-enum class Compat { k1_4, k2_0 };
+enum class Compat { kSqlalchemy14, kSqlalchemy20 };
 // Whether the core reports SQLAlchemy's pool events (connect, checkout, checkin, ...) as
 // Notify actions. The conformance replay and traces want them; the simulator does not.
 enum class PoolEvents { kOff, kOn };
@@ -26,7 +26,7 @@ struct PoolConfig {
   bool pre_ping = false;                                       // pool.pre_ping
   QueueOrder order = QueueOrder::kFifo;                        // pool.use_lifo
   ResetOnReturn reset_on_return = ResetOnReturn::kRollback;
-  Compat compat = Compat::k2_0;
+  Compat compat = Compat::kSqlalchemy20;
   PoolEvents events = PoolEvents::kOff;
 };
 

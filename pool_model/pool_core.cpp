@@ -94,7 +94,7 @@ void PoolCore::handle_timeout(Instant now) {
 
 std::optional<Action> PoolCore::poll_action() {
   if (actions_.empty()) return std::nullopt;
-  Action action = std::move(actions_.front());
+  Action action = actions_.front();
   actions_.pop_front();
   return action;
 }
@@ -421,7 +421,7 @@ bool PoolCore::queue_full() const {
 }
 
 std::int64_t PoolCore::reported_overflow() const {
-  if (config_.compat == Compat::k2_0 && config_.pool_size == 0) return 0;
+  if (config_.compat == Compat::kSqlalchemy20 && config_.pool_size == 0) return 0;
   return overflow_;
 }
 

@@ -118,7 +118,7 @@ class PoolCore {
   Slot& slot_in(SlotId slot, SlotState expected, const char* event);
   void notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
               std::optional<InvalidateReason> reason = std::nullopt);
-  void emit(Action action) { actions_.push_back(std::move(action)); }
+  void emit(const Action& action) { actions_.push_back(action); }
 
   PoolConfig config_;
   int max_overflow_;  // effective (2.0: -1 when pool_size == 0)

@@ -16,7 +16,7 @@ struct ModelClock {
   using period = std::nano;
   using duration = std::chrono::duration<rep, period>;
   using time_point = std::chrono::time_point<ModelClock, duration>;
-  static constexpr bool is_steady = true;
+  static constexpr bool is_steady = true;  // NOLINT(readability-identifier-naming): Clock API
 };
 
 using Duration = ModelClock::duration;

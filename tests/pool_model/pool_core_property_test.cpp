@@ -54,14 +54,14 @@ class RandomDriver {
     c.pre_ping = chance(50);
     c.order = chance(50) ? QueueOrder::kLifo : QueueOrder::kFifo;
     c.reset_on_return = static_cast<ResetOnReturn>(pick(3));
-    c.compat = chance(50) ? Compat::k1_4 : Compat::k2_0;
+    c.compat = chance(50) ? Compat::kSqlalchemy14 : Compat::kSqlalchemy20;
     c.events = chance(50) ? PoolEvents::kOn : PoolEvents::kOff;
     script_ << "config pool_size=" << c.pool_size << " max_overflow=" << c.max_overflow
             << " timeout=" << (c.timeout ? format_duration(*c.timeout) : "none")
             << " recycle=" << (c.recycle ? format_duration(*c.recycle) : "never")
             << " pre_ping=" << c.pre_ping << " lifo=" << (c.order == QueueOrder::kLifo)
             << " reset=" << static_cast<int>(c.reset_on_return)
-            << " compat=" << (c.compat == Compat::k1_4 ? "1.4" : "2.0") << "\n";
+            << " compat=" << (c.compat == Compat::kSqlalchemy14 ? "1.4" : "2.0") << "\n";
     return c;
   }
 

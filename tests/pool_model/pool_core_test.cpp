@@ -125,7 +125,7 @@ PoolConfig parse_config(const std::string& text) {
                                : value == "none" ? ResetOnReturn::kNone
                                                  : ResetOnReturn::kRollback;
     } else if (key == "compat") {
-      config.compat = value == "1.4" ? Compat::k1_4 : Compat::k2_0;
+      config.compat = value == "1.4" ? Compat::kSqlalchemy14 : Compat::kSqlalchemy20;
     } else if (key == "events") {
       config.events = value == "on" ? PoolEvents::kOn : PoolEvents::kOff;
     } else {

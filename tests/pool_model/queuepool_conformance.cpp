@@ -680,7 +680,7 @@ int usage(std::ostream& out, int status) {
 }
 
 int run(int argc, char** argv) {
-  Compat compat = Compat::k2_0;
+  Compat compat = Compat::kSqlalchemy20;
   std::string path;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -697,9 +697,9 @@ int run(int argc, char** argv) {
         value = arg.substr(9);
       }
       if (value == "1.4") {
-        compat = Compat::k1_4;
+        compat = Compat::kSqlalchemy14;
       } else if (value == "2.0") {
-        compat = Compat::k2_0;
+        compat = Compat::kSqlalchemy20;
       } else {
         std::cerr << "queuepool_conformance: --compat = " << value << ": must be 1.4 or 2.0\n";
         return 2;
@@ -752,8 +752,8 @@ int run(int argc, char** argv) {
     }
     doc = json{{"format", kFormat},
                {"generator", "build/bin/queuepool_conformance"},
-               {"sqlalchemy_version",
-                compat == Compat::k1_4 ? "poolsim core, compat 1.4" : "poolsim core, compat 2.0"},
+               {"sqlalchemy_version", compat == Compat::kSqlalchemy14 ? "poolsim core, compat 1.4"
+                                                                      : "poolsim core, compat 2.0"},
                {"clock_start", spec.at("clock_start")},
                {"scenarios", traces}};
   } catch (const std::exception& e) {
