@@ -1,0 +1,497 @@
+// The `poolsim` command line.
+//
+//   poolsim simulate [SCENARIO.ini] [--section.key=value ...] [--format table|json|csv] [--output
+//   FILE] poolsim sweep SCENARIO.ini --grid KEY=V1,V2,... --grid KEY=START:STOP:STEP [--jobs N] ...
+//
+// Options come from a scenario file (INI, Boost.Program_options config syntax) and the command
+// line, which wins. Bad input gets one line on stderr naming the key, the value and what is
+// allowed, exit status 2, and no output file.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sim/result.hpp"
+#include "sim/scenario.hpp"
+#include "sim/units.hpp"
+
+namespace po = boost::program_options;
+
+namespace poolsim::sim {
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+constexpr const char* kCommands =
+    "poolsim: a discrete-event simulator of database connection pools (SQLAlchemy QueuePool)\n\n"
+    "usage:\n"
+    "  poolsim simulate [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] [--output "
+    "FILE]\n"
+    "      run the model; without a scenario file, the default Flask-SQLAlchemy pool\n"
+    "      (5 + 10 overflow, 30 s timeout) under the defaults below\n"
+    "  poolsim sweep SCENARIO.ini --grid KEY=V1,V2,... [--grid KEY=START:STOP:STEP ...] [--jobs "
+    "N]\n"
+    "      run every combination of the grid, in parallel, one row per point\n"
+    "  poolsim COMMAND --help    the options of a command\n";
+
+po::options_description scenario_options() {
+  po::options_description options(
+      "Scenario options (file: [section] key = value; command line: --section.key=value)", 160, 80);
+  for (const OptionInfo& o : kOptions) {
+    std::string help = o.help;
+    help += std::string(" [default: ") + (*o.default_value ? o.default_value : "none") + "]";
+    options.add_options()(o.key, po::value<std::string>()->value_name("V"), help.c_str());
+  }
+  return options;
+}
+
+po::options_description output_options() {
+  po::options_description options("Output", 160, 80);
+  options.add_options()("help,h", "this help")("format", po::value<std::string>()->value_name("F"),
+                                               "table, json or csv [default: table]")(
+      "output,o", po::value<std::string>()->value_name("FILE"),
+      "write the result to FILE instead of standard output")(
+      "no-progress", "no progress bar (there is none anyway unless stderr is a terminal)");
+  return options;
+}
+
+po::options_description sweep_options() {
+  po::options_description options("Sweep", 160, 80);
+  options.add_options()("grid", po::value<std::vector<std::string>>()->value_name("KEY=VALUES"),
+                        "a scenario option and its values: v1,v2,... or START:STOP:STEP (numbers, "
+                        "STOP included); repeat for more dimensions")(
+      "jobs,j", po::value<std::string>()->value_name("N"),
+      "points run at once [default: the number of cores]");
+  return options;
+}
+
+std::string format_of(const po::variables_map& vm) {
+  const std::string format = vm.count("format") ? vm["format"].as<std::string>() : "table";
+  if (format != "table" && format != "json" && format != "csv") {
+    throw UsageError("--format = " + format + ": must be table, json or csv");
+  }
+  return format;
+}
+
+// Writes all of `text` to FILE (through a temporary file, so a failed run leaves nothing
+// half-written) or to standard output.
+void emit(const po::variables_map& vm, const std::string& text) {
+  if (!vm.count("output")) {
+    std::cout << text << std::flush;
+    return;
+  }
+  const std::filesystem::path path = vm["output"].as<std::string>();
+  const std::filesystem::path temp = path.string() + ".part";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(temp, ignored);
+      throw UsageError("--output = " + path.string() + ": cannot write the file");
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(temp, path, error);
+  if (error) {
+    std::filesystem::remove(temp, error);
+    throw UsageError("--output = " + path.string() + ": cannot write the file");
+  }
+}
+
+// Scenario values: the file's, overridden by the command line's.
+std::map<std::string, std::string> scenario_values(const po::variables_map& vm,
+                                                   const std::string& file,
+                                                   std::filesystem::path* base_dir) {
+  std::map<std::string, std::string> values;
+  *base_dir = std::filesystem::current_path();
+  if (!file.empty()) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in || std::filesystem::is_directory(file)) {
+      throw UsageError(file + ": cannot read the scenario file");
+    }
+    *base_dir = std::filesystem::absolute(file).parent_path();
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte order mark
+    std::istringstream stream(text);
+    po::parsed_options parsed(nullptr);
+    try {
+      parsed = po::parse_config_file(stream, scenario_options(), true);
+    } catch (const po::error& e) {
+      throw UsageError(file + ": " + e.what());
+    }
+    for (const po::option& o : parsed.options) {
+      const std::string value = o.value.empty() ? "" : o.value.front();
+      if (o.unregistered) {
+        throw UsageError(file + ": " + o.string_key + " = " + value +
+                         ": unknown option (see poolsim --help)");
+      }
+      if (values.count(o.string_key)) {
+        throw UsageError(file + ": " + o.string_key + " is given twice");
+      }
+      values[o.string_key] = value;
+    }
+  }
+  for (const OptionInfo& o : kOptions) {
+    if (vm.count(o.key)) values[o.key] = vm[o.key].as<std::string>();
+  }
+  return values;
+}
+
+po::variables_map parse_command(const std::vector<std::string>& args,
+                                const po::options_description& options, int max_files,
+                                std::vector<std::string>* files) {
+  po::options_description all;
+  all.add(options);
+  all.add_options()("scenario-file", po::value<std::vector<std::string>>(), "");
+  po::positional_options_description positional;
+  positional.add("scenario-file", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  } catch (const po::unknown_option& e) {
+    throw UsageError(e.get_option_name() + ": unknown option (see --help)");
+  } catch (const po::multiple_occurrences& e) {
+    throw UsageError(e.get_option_name() + " is given twice");
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  if (vm.count("scenario-file")) *files = vm["scenario-file"].as<std::vector<std::string>>();
+  if (static_cast<int>(files->size()) > max_files) {
+    throw UsageError("one scenario file only (got " + files->front() + " and " + (*files)[1] + ")");
+  }
+  return vm;
+}
+
+// A progress bar on stderr, only when stderr is a terminal; at most ten updates a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool wanted) : on_(wanted && isatty(STDERR_FILENO)) {}
+  ~ProgressBar() {
+    if (on_ && drawn_) std::fprintf(stderr, "\r%60s\r", "");
+  }
+  void update(double fraction) {
+    if (!on_) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (drawn_ && now - last_ < std::chrono::milliseconds(100) && fraction < 1) return;
+    last_ = now;
+    drawn_ = true;
+    const int width = 40;
+    const int filled = static_cast<int>(fraction * width);
+    std::fprintf(stderr, "\r[%.*s%*s] %3d%%", filled, "########################################",
+                 width - filled, "", static_cast<int>(fraction * 100));
+    std::fflush(stderr);
+  }
+
+ private:
+  bool on_;
+  bool drawn_ = false;
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+std::string csv(const std::vector<Json>& rows) {
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  std::vector<std::map<std::string, std::string>> flat;
+  for (const Json& row : rows) {
+    std::map<std::string, std::string> fields;
+    for (const auto& [key, value] : flatten(row)) {
+      if (seen.insert(key).second) keys.push_back(key);
+      fields[key] = value;
+    }
+    flat.push_back(std::move(fields));
+  }
+  std::ostringstream out;
+  for (std::size_t i = 0; i < keys.size(); ++i) out << (i ? "," : "") << csv_escape(keys[i]);
+  out << "\n";
+  for (const auto& fields : flat) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const auto it = fields.find(keys[i]);
+      out << (i ? "," : "") << (it == fields.end() ? "" : csv_escape(it->second));
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+int simulate_command(const std::vector<std::string>& args) {
+  po::options_description options(160, 80);
+  options.add(output_options()).add(scenario_options());
+  std::vector<std::string> files;
+  const po::variables_map vm = parse_command(args, options, 1, &files);
+  if (vm.count("help")) {
+    std::cout
+        << "usage: poolsim simulate [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
+           "[--output FILE]\n\nRuns the model and prints the result. Durations take units "
+           "(250us, 30ms, 1.5s, 10min, 2h);\nrates are per second; distributions are const:D, "
+           "exp:MEAN, uniform:LOW,HIGH,\nlognormal:mean=M,cv=C or empirical:FILE.csv.\n\n"
+        << options << "\n";
+    return 0;
+  }
+  const std::string format = format_of(vm);
+  std::filesystem::path base_dir;
+  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  const Scenario scenario = make_scenario(values, base_dir);
+  Json result;
+  {
+    ProgressBar bar(!vm.count("no-progress"));
+    result = simulate(scenario, [&bar](double f) { bar.update(f); });
+  }
+  if (format == "json") {
+    emit(vm, result.dump(1) + "\n");
+  } else if (format == "csv") {
+    emit(vm, csv({result}));
+  } else {
+    emit(vm, render_table(result));
+  }
+  return 0;
+}
+
+struct Grid {
+  std::string key;
+  std::vector<std::string> values;
+};
+
+Grid parse_grid(const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw UsageError("--grid = " + text + ": must be KEY=V1,V2,... or KEY=START:STOP:STEP");
+  }
+  Grid grid{text.substr(0, eq), {}};
+  const bool known = std::any_of(kOptions.begin(), kOptions.end(),
+                                 [&](const OptionInfo& o) { return grid.key == o.key; });
+  if (!known)
+    throw UsageError("--grid = " + text + ": " + grid.key +
+                     " is not a scenario option (see poolsim --help)");
+  const std::string spec = text.substr(eq + 1);
+  if (spec.find(':') != std::string::npos && spec.find(',') == std::string::npos &&
+      spec.find("const:") == std::string::npos && spec.find("exp:") == std::string::npos &&
+      spec.find("uniform:") == std::string::npos && spec.find("lognormal:") == std::string::npos &&
+      spec.find("empirical:") == std::string::npos) {
+    std::vector<double> parts;
+    std::stringstream in(spec);
+    std::string part;
+    try {
+      while (std::getline(in, part, ':')) parts.push_back(parse_number(part));
+    } catch (const ParseError& e) {
+      throw UsageError("--grid = " + text + ": START:STOP:STEP " + e.what());
+    }
+    if (parts.size() != 3 || !(parts[2] > 0) || parts[1] < parts[0]) {
+      throw UsageError("--grid = " + text + ": START:STOP:STEP needs STOP >= START and STEP > 0");
+    }
+    const double n = std::floor((parts[1] - parts[0]) / parts[2] + 1e-9) + 1;
+    if (n > 100000) throw UsageError("--grid = " + text + ": more than 100000 values");
+    for (int i = 0; i < static_cast<int>(n); ++i) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.12g", parts[0] + i * parts[2]);
+      grid.values.emplace_back(buf);
+    }
+  } else {
+    std::stringstream in(spec);
+    std::string part;
+    while (std::getline(in, part, ',')) {
+      if (!grid.values.empty() && grid.values.back().rfind("uniform:", 0) == 0 &&
+          grid.values.back().find(',') == std::string::npos) {
+        grid.values.back() += "," + part;  // uniform:LOW,HIGH keeps its comma
+        continue;
+      }
+      grid.values.push_back(part);
+    }
+  }
+  if (grid.values.empty() || std::any_of(grid.values.begin(), grid.values.end(),
+                                         [](const std::string& v) { return v.empty(); })) {
+    throw UsageError("--grid = " + text + ": empty value");
+  }
+  return grid;
+}
+
+int sweep_command(const std::vector<std::string>& args) {
+  po::options_description options(160, 80);
+  options.add(sweep_options()).add(output_options()).add(scenario_options());
+  std::vector<std::string> files;
+  const po::variables_map vm = parse_command(args, options, 1, &files);
+  if (vm.count("help")) {
+    std::cout << "usage: poolsim sweep [SCENARIO.ini] --grid KEY=V1,V2,... [--grid "
+                 "KEY=START:STOP:STEP ...] [--jobs N]\n\nRuns every combination of the grid "
+                 "values (the first --grid varies slowest), one row per point.\n\n"
+              << options << "\n";
+    return 0;
+  }
+  const std::string format = format_of(vm);
+  if (!vm.count("grid")) throw UsageError("--grid: at least one --grid KEY=VALUES is required");
+  std::vector<Grid> grids;
+  for (const std::string& g : vm["grid"].as<std::vector<std::string>>()) {
+    grids.push_back(parse_grid(g));
+    for (std::size_t i = 0; i + 1 < grids.size(); ++i) {
+      if (grids[i].key == grids.back().key)
+        throw UsageError("--grid: " + grids.back().key + " is given twice");
+    }
+  }
+  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
+  if (vm.count("jobs")) {
+    std::int64_t n = 0;
+    try {
+      n = parse_integer(vm["jobs"].as<std::string>());
+    } catch (const ParseError& e) {
+      throw UsageError("--jobs = " + vm["jobs"].as<std::string>() + ": " + e.what());
+    }
+    if (n < 1 || n > 1024)
+      throw UsageError("--jobs = " + std::to_string(n) + ": must be 1 to 1024");
+    jobs = static_cast<unsigned>(n);
+  }
+
+  std::filesystem::path base_dir;
+  const auto base = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  std::size_t points = 1;
+  for (const Grid& g : grids) {
+    points *= g.values.size();
+    if (points > 1'000'000) throw UsageError("--grid: more than 1000000 points");
+  }
+  // Every point is checked before any runs.
+  std::vector<Scenario> scenarios;
+  std::vector<std::vector<std::string>> coordinates;
+  for (std::size_t i = 0; i < points; ++i) {
+    auto values = base;
+    std::vector<std::string> coordinate;
+    std::size_t rest = i;
+    for (std::size_t d = grids.size(); d-- > 0;) {
+      const std::string& v = grids[d].values[rest % grids[d].values.size()];
+      rest /= grids[d].values.size();
+      values[grids[d].key] = v;
+      coordinate.insert(coordinate.begin(), v);
+    }
+    scenarios.push_back(make_scenario(values, base_dir));
+    coordinates.push_back(coordinate);
+  }
+
+  std::vector<Json> results(points);
+  std::atomic<std::size_t> next{0}, done{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  {
+    ProgressBar bar(!vm.count("no-progress"));
+    auto worker = [&] {
+      for (std::size_t i; (i = next++) < points;) {
+        try {
+          results[i] = simulate(scenarios[i]);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+        }
+        bar.update(static_cast<double>(++done) / static_cast<double>(points));
+      }
+    };
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < std::min<std::size_t>(jobs, points); ++t) threads.emplace_back(worker);
+    for (std::thread& t : threads) t.join();
+  }
+  if (failure) std::rethrow_exception(failure);
+
+  if (format == "json") {
+    Json rows = Json::array();
+    for (std::size_t i = 0; i < points; ++i) {
+      Json point = Json::object();
+      for (std::size_t d = 0; d < grids.size(); ++d) point[grids[d].key] = coordinates[i][d];
+      rows.push_back(Json{{"point", point}, {"result", results[i]}});
+    }
+    emit(vm, rows.dump(1) + "\n");
+  } else if (format == "csv") {
+    emit(vm, csv(results));
+  } else {
+    std::ostringstream out;
+    char buf[256];
+    for (const Grid& g : grids) out << std::setw(18) << std::left << g.key;
+    std::snprintf(buf, sizeof buf, "%10s %8s %10s %10s %9s %9s %8s %8s\n", "requests", "p_wait",
+                  "wait p99", "lat p99", "timeouts", "errors", "opened/s", "peak db");
+    out << buf;
+    for (std::size_t i = 0; i < points; ++i) {
+      const Json& r = results[i];
+      for (const std::string& c : coordinates[i]) out << std::setw(18) << std::left << c;
+      const Json& e = r["errors"];
+      std::snprintf(buf, sizeof buf, "%10llu %8.4f %10.3f %10.3f %9llu %9llu %8.2f %8.0f\n",
+                    static_cast<unsigned long long>(r["requests"].get<std::uint64_t>()),
+                    r["p_wait"].get<double>(), r["wait_ms"]["p99"].get<double>(),
+                    r["latency_ms"]["p99"].get<double>(),
+                    static_cast<unsigned long long>(r["timeouts"].get<std::uint64_t>()),
+                    static_cast<unsigned long long>(e["connect_failed"].get<std::uint64_t>() +
+                                                    e["too_many_connections"].get<std::uint64_t>() +
+                                                    e["disconnect"].get<std::uint64_t>()),
+                    r["connections"]["opened_per_s"].get<double>(),
+                    r["connections"]["peak_server"].get<double>());
+      out << buf;
+    }
+    out << "(wait and latency p99 in ms)\n";
+    emit(vm, out.str());
+  }
+  return 0;
+}
+
+// Error lines may quote bytes from a user's file: never send control characters to a terminal.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char ch : text) {
+    if (ch < 0x20 || ch == 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", ch);
+      out += escaped;
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out;
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << kCommands;
+    return 2;
+  }
+  const std::string command = args.front();
+  args.erase(args.begin());
+  try {
+    if (command == "-h" || command == "--help" || command == "help") {
+      po::options_description options(160, 80);
+      options.add(scenario_options());
+      std::cout << kCommands << "\n" << options << "\n";
+      return 0;
+    }
+    if (command == "--version") {
+      std::cout << "poolsim " << kVersion << "\n";
+      return 0;
+    }
+    if (command == "simulate") return simulate_command(args);
+    if (command == "sweep") return sweep_command(args);
+    throw UsageError("unknown command " + command +
+                     " (commands: simulate, sweep; see poolsim --help)");
+  } catch (const UsageError& e) {
+    std::cerr << "poolsim: " << printable(e.what()) << "\n";
+  } catch (const ScenarioError& e) {
+    std::cerr << "poolsim: " << printable(e.what()) << "\n";
+  }
+  return 2;
+}
+
+}  // namespace
+}  // namespace poolsim::sim
+
+int main(int argc, char** argv) { return poolsim::sim::run(argc, argv); }

@@ -1,0 +1,627 @@
+// The simulator's driver of PoolCore: it plays the application, the database and the network
+// in model time, and carries out the pool's actions with modeled costs.
+//
+// How the world behaves (documented for users in README.md):
+//  - A request arrives, is routed to a process, waits for a free thread if app.threads caps
+//    them, then checks out. Its wait is from checkout request to grant (or to its failure).
+//  - A connect takes database.connect; at most database.connect_capacity set-ups run at once
+//    (the rest queue at the server). A connect is refused (too_many_connections, after the
+//    set-up cost) when the server already has database.max_connections backends, fails at once
+//    during an outage, and fails with probability network.connect_fail (connect_failed).
+//  - A connection dies silently when a middlebox drops it after network.idle_drop_after idle,
+//    at random (network.drop_rate per hour), when the server closes it after
+//    database.idle_session_timeout idle, or in an outage. Nobody notices until it is used: a
+//    pre-ping then reports a disconnect (the pool reconnects), and without pre_ping the
+//    request's first statement fails after one round trip (database.ping) with a disconnect
+//    error, which invalidates the pool as SQLAlchemy's Engine does.
+//  - The server counts a backend from the start of its set-up until the client closes it, the
+//    server closes it (idle_session_timeout) or an outage kills it.
+#include "sim/model.hpp"
+
+#include <cmath>
+#include <deque>
+#include <numbers>
+#include <optional>
+#include <variant>
+
+#include "pool_model/overloaded.hpp"
+#include "pool_model/pool_core.hpp"
+#include "sim/engine.hpp"
+#include "sim/random.hpp"
+
+namespace poolsim::sim {
+namespace {
+
+enum class Kind : std::uint8_t {
+  kArrival,          // the next open-loop arrival
+  kThinkDone,        // a closed-loop client sends its next request (a = client)
+  kStartCheckout,    // a request got a thread (a = request)
+  kSetupDone,        // a connection set-up finished (a = slot, b = SetupKind)
+  kPingDone,         // a pre-ping round trip finished (a = slot, b = 1 if the connection was dead)
+  kHoldDone,         // a request finished using its connection (a = request, b = 1: it was dead)
+  kResetDone,        // reset-on-return finished (a = request)
+  kPoolTimer,        // the process's oldest waiter may have reached its deadline (a = generation)
+  kServerIdleClose,  // idle_session_timeout for an idle connection (a = conn, b = idle generation)
+  kDrop,             // a random silent drop (a = conn, b = life)
+  kOutageStart,
+  kOutageEnd,
+  kWarmupEnd,
+  kEnd,
+};
+
+// kSetupDone's b: the kind in the low byte, the server epoch (outages so far) above it, so a
+// set-up that an outage interrupted is known as dead when it finishes.
+enum SetupKind : std::uint64_t { kNormal = 0, kRefused = 1, kServerDown = 2 };
+enum Cause : int { kCauseConnectFailed = 1, kCauseTooManyConnections = 2 };
+
+constexpr std::uint32_t kNoClient = ~0u;
+
+struct Request {
+  Instant arrival{};
+  Instant checkout_start{};
+  std::uint32_t process = 0;
+  std::uint32_t client = kNoClient;
+  bool counted = false;
+  std::optional<Duration> hold;  // from a trace
+  SlotId slot{};
+  ConnId conn{};
+};
+
+struct Conn {
+  std::uint32_t process = 0;
+  bool on_server = false;
+  bool dead = false;
+  bool idle = false;
+  Instant idle_since{};
+  std::uint64_t idle_gen = 0;    // changes whenever it starts or stops being idle
+  std::uint64_t life = 0;        // changes when the slot is reused for another connection
+  std::uint32_t open_index = 0;  // its place in Simulation::open_ids_
+};
+
+struct Setup {
+  std::uint32_t process;
+  SlotId slot;
+};
+
+struct Process {
+  explicit Process(const PoolConfig& config) : core(config) {}
+  PoolCore core;
+  int busy = 0;
+  std::deque<std::uint32_t> thread_queue;
+  std::optional<Instant> timer_at;
+  std::uint64_t timer_gen = 0;
+};
+
+template <typename T>
+class Slab {  // objects named by a small integer, reused after release: no allocation per use
+ public:
+  std::uint32_t acquire() {
+    if (!free_.empty()) {
+      const std::uint32_t id = free_.back();
+      free_.pop_back();
+      return id;
+    }
+    items_.emplace_back();
+    return static_cast<std::uint32_t>(items_.size() - 1);
+  }
+  void release(std::uint32_t id) { free_.push_back(id); }
+  T& operator[](std::uint64_t id) { return items_[static_cast<std::size_t>(id)]; }
+
+ private:
+  std::vector<T> items_;
+  std::vector<std::uint32_t> free_;
+};
+
+class Simulation {
+ public:
+  Simulation(const Scenario& s, int replication, const Progress& progress)
+      : s_(s),
+        progress_(progress),
+        arrivals_(stream_rng(s.seed, Stream::kArrivals, static_cast<std::uint64_t>(replication))),
+        service_(stream_rng(s.seed, Stream::kService, static_cast<std::uint64_t>(replication))),
+        connect_(stream_rng(s.seed, Stream::kConnect, static_cast<std::uint64_t>(replication))),
+        ping_(stream_rng(s.seed, Stream::kPing, static_cast<std::uint64_t>(replication))),
+        reset_(stream_rng(s.seed, Stream::kReset, static_cast<std::uint64_t>(replication))),
+        drops_(stream_rng(s.seed, Stream::kDrops, static_cast<std::uint64_t>(replication))),
+        connect_fail_(
+            stream_rng(s.seed, Stream::kConnectFail, static_cast<std::uint64_t>(replication))),
+        routing_(stream_rng(s.seed, Stream::kRouting, static_cast<std::uint64_t>(replication))),
+        think_(stream_rng(s.seed, Stream::kThink, static_cast<std::uint64_t>(replication))),
+        warmup_end_(Instant(s.warmup)),
+        end_(Instant(s.warmup + s.duration)) {
+    processes_.reserve(static_cast<std::size_t>(s.processes));
+    for (int i = 0; i < s.processes; ++i) processes_.emplace_back(s.pool);
+  }
+
+  ReplicationStats run() {
+    open_.start(Instant{}, 0);
+    in_use_.start(Instant{}, 0);
+    server_.start(Instant{}, 0);
+    in_window_ = s_.warmup.count() == 0;
+    if (!in_window_) queue_.schedule(warmup_end_, Kind::kWarmupEnd);
+    queue_.schedule(end_, Kind::kEnd);
+    for (std::size_t i = 0; i < s_.outages.size(); ++i) {
+      queue_.schedule(Instant(s_.outages[i].start), Kind::kOutageStart);
+      queue_.schedule(Instant(s_.outages[i].start + s_.outages[i].length), Kind::kOutageEnd);
+    }
+    if (s_.arrival == Arrival::kClosed) {
+      for (int c = 0; c < s_.clients; ++c) {
+        queue_.schedule(Instant{} + s_.think.sample(think_), Kind::kThinkDone, 0,
+                        static_cast<std::uint64_t>(c));
+      }
+    } else {
+      schedule_next_arrival(Instant{});
+    }
+
+    while (!queue_.empty()) {
+      if (stopped_ && in_flight_counted_ == 0) break;
+      const SimEvent<Kind> e = queue_.pop();
+      now_ = e.at;
+      ++stats_.events;
+      if (progress_ && (stats_.events & 0xFFFF) == 0) {
+        progress_(std::min(
+            1.0, to_seconds(now_.time_since_epoch()) / to_seconds(end_.time_since_epoch())));
+      }
+      dispatch(e);
+    }
+    stats_.sim_time_s = to_seconds(s_.duration);
+    return std::move(stats_);
+  }
+
+ private:
+  // ---- events --------------------------------------------------------------------------------
+
+  void dispatch(const SimEvent<Kind>& e) {
+    switch (e.kind) {
+      case Kind::kArrival: on_arrival(); return;
+      case Kind::kThinkDone:
+        if (!stopped_) arrive(std::nullopt, static_cast<std::uint32_t>(e.a));
+        return;
+      case Kind::kStartCheckout: start_checkout(static_cast<std::uint32_t>(e.a)); return;
+      case Kind::kSetupDone:
+        setup_done(e.process, SlotId{static_cast<std::uint32_t>(e.a)}, e.b & 0xFF, e.b >> 8);
+        return;
+      case Kind::kPingDone:
+        feed(e.process, PingResult{SlotId{static_cast<std::uint32_t>(e.a)},
+                                   e.b ? PingOutcome::kDisconnect : PingOutcome::kOk, 0});
+        return;
+      case Kind::kHoldDone: hold_done(static_cast<std::uint32_t>(e.a), e.b != 0); return;
+      case Kind::kResetDone: reset_done(static_cast<std::uint32_t>(e.a)); return;
+      case Kind::kPoolTimer: {
+        Process& proc = processes_[e.process];
+        if (e.a != proc.timer_gen) return;  // superseded
+        proc.timer_at.reset();
+        proc.core.handle_timeout(now_);
+        drain(e.process);
+        return;
+      }
+      case Kind::kServerIdleClose: {
+        Conn& c = conns_[e.a];
+        if (c.idle && c.idle_gen == e.b && c.on_server) {
+          leave_server(c);
+          c.dead = true;
+        }
+        return;
+      }
+      case Kind::kDrop: {
+        Conn& c = conns_[e.a];
+        if (c.life == e.b) c.dead = true;
+        return;
+      }
+      case Kind::kOutageStart:
+        server_down_ = true;
+        ++server_epoch_;
+        for (std::uint32_t id : open_ids_) {
+          Conn& c = conns_[id];
+          c.dead = true;
+          if (c.on_server) leave_server(c);
+        }
+        set_server_count(server_count_ - connecting_);  // set-ups in progress die too
+        connecting_ = 0;
+        return;
+      case Kind::kOutageEnd: server_down_ = false; return;
+      case Kind::kWarmupEnd:
+        in_window_ = true;
+        open_.restart(now_);
+        in_use_.restart(now_);
+        server_.restart(now_);
+        return;
+      case Kind::kEnd:
+        stats_.mean_open = open_.mean(now_);
+        stats_.peak_open = open_.peak();
+        stats_.mean_in_use = in_use_.mean(now_);
+        stats_.peak_server = server_.peak();
+        in_window_ = false;
+        stopped_ = true;
+        return;
+    }
+  }
+
+  // ---- arrivals --------------------------------------------------------------------------------
+
+  void schedule_next_arrival(Instant from) {
+    std::optional<Instant> next = next_arrival(from);
+    if (next && *next < end_) queue_.schedule(*next, Kind::kArrival);
+  }
+
+  std::optional<Instant> next_arrival(Instant from) {
+    switch (s_.arrival) {
+      case Arrival::kPoisson: return from + seconds(arrivals_.exponential(1.0 / s_.rate));
+      case Arrival::kConstant:  // at 0, 1/rate, 2/rate, ...: computed, not summed, so no drift
+        return Instant(seconds(static_cast<double>(constant_index_++) / s_.rate));
+      case Arrival::kOnOff: {
+        // A Poisson process whose rate is burst_rate during bursts and rate between them; by
+        // memorylessness a draw that crosses a boundary restarts from it at the new rate.
+        const Duration cycle = s_.burst_off + s_.burst_on;
+        Instant t = from;
+        for (;;) {
+          const Duration phase = (t - Instant{}) % cycle;
+          const bool on = phase >= s_.burst_off;
+          const Instant boundary = t + ((on ? cycle : s_.burst_off) - phase);
+          const Instant candidate =
+              t + seconds(arrivals_.exponential(1.0 / (on ? s_.burst_rate : s_.rate)));
+          if (candidate < boundary) return candidate;
+          t = boundary;
+          if (t >= end_) return std::nullopt;
+        }
+      }
+      case Arrival::kDiurnal: {
+        // Thinning: candidates at the peak rate, each kept with probability rate(t) / peak.
+        const double peak = s_.rate * (1 + s_.amplitude);
+        const double period = to_seconds(s_.period);
+        Instant t = from;
+        for (;;) {
+          t += seconds(arrivals_.exponential(1.0 / peak));
+          if (t >= end_) return std::nullopt;
+          const double phase = to_seconds(t.time_since_epoch()) / period;
+          const double rate = s_.rate * (1 + s_.amplitude * std::sin(2 * std::numbers::pi * phase));
+          if (arrivals_.uniform() * peak < rate) return t;
+        }
+      }
+      case Arrival::kTrace:
+        if (trace_next_ >= s_.trace->size()) return std::nullopt;
+        return Instant((*s_.trace)[trace_next_].at);
+      case Arrival::kClosed: return std::nullopt;
+    }
+    return std::nullopt;
+  }
+
+  static Duration seconds(double s) {
+    return Duration(static_cast<std::int64_t>(std::llround(s * 1e9)));
+  }
+
+  void on_arrival() {
+    std::optional<Duration> hold;
+    if (s_.arrival == Arrival::kTrace) hold = (*s_.trace)[trace_next_++].hold;
+    arrive(hold, kNoClient);
+    schedule_next_arrival(now_);
+  }
+
+  void arrive(std::optional<Duration> hold, std::uint32_t client) {
+    const std::uint32_t id = requests_.acquire();
+    Request& r = requests_[id];
+    r = Request{};
+    r.arrival = now_;
+    r.client = client;
+    r.hold = hold;
+    r.counted = in_window_;
+    r.process =
+        s_.routing == Routing::kRandom
+            ? static_cast<std::uint32_t>(routing_.below(static_cast<std::uint64_t>(s_.processes)))
+            : static_cast<std::uint32_t>(next_process_++ %
+                                         static_cast<std::uint64_t>(s_.processes));
+    if (r.counted) {
+      ++stats_.requests;
+      ++in_flight_counted_;
+    }
+    Process& proc = processes_[r.process];
+    if (s_.threads > 0 && proc.busy >= s_.threads) {
+      proc.thread_queue.push_back(id);
+    } else {
+      start_checkout(id);
+    }
+  }
+
+  void start_checkout(std::uint32_t id) {
+    Request& r = requests_[id];
+    ++processes_[r.process].busy;
+    r.checkout_start = now_;
+    feed(r.process, CheckoutRequested{RequestId{id}});
+  }
+
+  // ---- driving the pools ------------------------------------------------------------------------
+
+  void feed(std::uint32_t process, const Event& event) {
+    processes_[process].core.handle(now_, event);
+    drain(process);
+  }
+
+  void drain(std::uint32_t p) {
+    Process& proc = processes_[p];
+    while (auto action = proc.core.poll_action()) {
+      std::visit(Overloaded{
+                     [&](const OpenConnection& a) { open_connection(p, a.slot); },
+                     [&](const CloseConnection& a) { close_connection(a.conn); },
+                     [&](const Ping& a) {
+                       Conn& c = conns_[static_cast<std::uint64_t>(a.conn)];
+                       const bool dead = is_dead(c);
+                       stop_idle(c);
+                       queue_.schedule(now_ + s_.ping.sample(ping_), Kind::kPingDone, p,
+                                       static_cast<std::uint64_t>(a.slot), dead ? 1 : 0);
+                     },
+                     [&](const Reset&) {
+                       reset_scheduled_ = true;
+                       queue_.schedule(now_ + s_.reset.sample(reset_), Kind::kResetDone, p,
+                                       current_request_);
+                     },
+                     [&](const Grant& a) { granted(a); },
+                     [&](const Fail& a) { failed(a); },
+                     [&](const Notify&) {},
+                 },
+                 *action);
+    }
+    // One timer per pool, for its oldest waiter; a timer that fires early is harmless.
+    if (auto deadline = proc.core.poll_timeout();
+        deadline && (!proc.timer_at || *deadline < *proc.timer_at)) {
+      proc.timer_at = deadline;
+      queue_.schedule(*deadline, Kind::kPoolTimer, p, ++proc.timer_gen);
+    }
+  }
+
+  void granted(const Grant& g) {
+    const auto id = static_cast<std::uint32_t>(g.request);
+    Request& r = requests_[id];
+    r.slot = g.slot;
+    r.conn = g.conn;
+    record_wait(r);
+    in_use_.set(now_, ++in_use_count_);
+    Conn& c = conns_[static_cast<std::uint64_t>(g.conn)];
+    if (is_dead(c)) {  // the first statement fails after a round trip
+      stop_idle(c);
+      queue_.schedule(now_ + s_.ping.sample(ping_), Kind::kHoldDone, r.process, id, 1);
+      return;
+    }
+    stop_idle(c);
+    const Duration hold = r.hold ? *r.hold : s_.service.sample(service_);
+    queue_.schedule(now_ + hold, Kind::kHoldDone, r.process, id, 0);
+  }
+
+  void failed(const Fail& f) {
+    const auto id = static_cast<std::uint32_t>(f.request);
+    Request& r = requests_[id];
+    record_wait(r);
+    if (r.counted) {
+      if (f.failure == Failure::kTimeout || f.failure == Failure::kNegativeTimeout) {
+        ++stats_.timeouts;
+      } else if (f.cause == kCauseTooManyConnections) {
+        ++stats_.too_many_connections;
+      } else {
+        ++stats_.connect_failed;
+      }
+    }
+    finish(id);
+  }
+
+  void hold_done(std::uint32_t id, bool dead_at_grant) {
+    Request& r = requests_[id];
+    Conn& c = conns_[static_cast<std::uint64_t>(r.conn)];
+    if (dead_at_grant || c.dead) {
+      in_use_.set(now_, --in_use_count_);
+      if (r.counted) ++stats_.disconnect;
+      feed(r.process, DisconnectDetected{r.slot});
+      finish(id);
+      return;
+    }
+    if (s_.pool.reset_on_return == ResetOnReturn::kNone)
+      start_idle(static_cast<std::uint32_t>(r.conn));
+    current_request_ = id;
+    reset_scheduled_ = false;
+    feed(r.process, Returned{r.slot});
+    if (!reset_scheduled_) complete(id);
+  }
+
+  void reset_done(std::uint32_t id) {
+    Request& r = requests_[id];
+    Conn& c = conns_[static_cast<std::uint64_t>(r.conn)];
+    const bool dead = c.dead;
+    if (!dead) start_idle(static_cast<std::uint32_t>(r.conn));
+    feed(r.process, ResetDone{r.slot, r.conn, dead ? ResetOutcome::kFailed : ResetOutcome::kOk});
+    complete(id);
+  }
+
+  void complete(std::uint32_t id) {
+    Request& r = requests_[id];
+    in_use_.set(now_, --in_use_count_);
+    if (r.counted) {
+      ++stats_.completed;
+      stats_.latency.add((now_ - r.arrival).count());
+    }
+    finish(id);
+  }
+
+  void record_wait(const Request& r) {
+    if (!r.counted) return;
+    const std::int64_t wait = (now_ - r.checkout_start).count();
+    stats_.wait.add(wait);
+    if (wait > 0) ++stats_.waited;
+  }
+
+  // Every request ends here exactly once, whatever its outcome.
+  void finish(std::uint32_t id) {
+    Request& r = requests_[id];
+    Process& proc = processes_[r.process];
+    --proc.busy;
+    if (!proc.thread_queue.empty()) {
+      queue_.schedule(now_, Kind::kStartCheckout, r.process, proc.thread_queue.front());
+      proc.thread_queue.pop_front();
+    }
+    if (r.counted) --in_flight_counted_;
+    if (r.client != kNoClient && !stopped_) {
+      queue_.schedule(now_ + s_.think.sample(think_), Kind::kThinkDone, 0, r.client);
+    }
+    requests_.release(id);
+  }
+
+  // ---- the database and the network ------------------------------------------------------------
+
+  void open_connection(std::uint32_t p, SlotId slot) {
+    if (s_.connect_capacity > 0 && setups_running_ >= s_.connect_capacity) {
+      setup_queue_.push_back(Setup{p, slot});
+      return;
+    }
+    begin_setup(p, slot);
+  }
+
+  void begin_setup(std::uint32_t p, SlotId slot) {
+    const auto slot_id = static_cast<std::uint64_t>(slot);
+    const std::uint64_t epoch = server_epoch_ << 8;
+    if (server_down_) {  // nothing listens: refused at once
+      queue_.schedule(now_, Kind::kSetupDone, p, slot_id, kServerDown | epoch);
+      return;
+    }
+    ++setups_running_;
+    const Instant done = now_ + s_.connect.sample(connect_);
+    if (server_count_ >= s_.max_connections) {
+      queue_.schedule(done, Kind::kSetupDone, p, slot_id, kRefused | epoch);
+      return;
+    }
+    ++connecting_;
+    set_server_count(server_count_ + 1);
+    queue_.schedule(done, Kind::kSetupDone, p, slot_id, kNormal | epoch);
+  }
+
+  void setup_done(std::uint32_t p, SlotId slot, std::uint64_t kind, std::uint64_t epoch) {
+    if (kind != kServerDown) {
+      --setups_running_;
+      if (!setup_queue_.empty()) {
+        const Setup next = setup_queue_.front();
+        setup_queue_.pop_front();
+        begin_setup(next.process, next.slot);
+      }
+    }
+    if (kind == kRefused) {
+      feed(p, ConnectFailed{slot, kCauseTooManyConnections});
+      return;
+    }
+    if (kind == kServerDown) {
+      feed(p, ConnectFailed{slot, kCauseConnectFailed});
+      return;
+    }
+    if (epoch != server_epoch_) {  // an outage killed this set-up's backend
+      feed(p, ConnectFailed{slot, kCauseConnectFailed});
+      return;
+    }
+    --connecting_;
+    if (s_.connect_fail > 0 && connect_fail_.uniform() < s_.connect_fail) {
+      set_server_count(server_count_ - 1);
+      feed(p, ConnectFailed{slot, kCauseConnectFailed});
+      return;
+    }
+    const std::uint32_t id = conns_.acquire();
+    Conn& c = conns_[id];
+    const std::uint64_t life = c.life + 1;
+    c = Conn{};
+    c.life = life;
+    c.process = p;
+    c.on_server = true;
+    c.open_index = static_cast<std::uint32_t>(open_ids_.size());
+    open_ids_.push_back(id);
+    open_.set(now_, static_cast<double>(open_ids_.size()));
+    if (in_window_) ++stats_.opened;
+    if (s_.drop_rate > 0) {
+      queue_.schedule(now_ + seconds(drops_.exponential(3600.0 / s_.drop_rate)), Kind::kDrop, 0, id,
+                      life);
+    }
+    feed(p, ConnectSucceeded{slot, ConnId{id}});
+  }
+
+  void close_connection(ConnId conn) {
+    const auto id = static_cast<std::uint32_t>(conn);
+    Conn& c = conns_[id];
+    if (c.on_server) leave_server(c);
+    ++c.life;
+    c.idle = false;
+    const std::uint32_t moved = open_ids_.back();
+    open_ids_[c.open_index] = moved;
+    conns_[moved].open_index = c.open_index;
+    open_ids_.pop_back();
+    open_.set(now_, static_cast<double>(open_ids_.size()));
+    if (in_window_) ++stats_.closed;
+    conns_.release(id);
+  }
+
+  void leave_server(Conn& c) {
+    c.on_server = false;
+    set_server_count(server_count_ - 1);
+  }
+
+  void set_server_count(int count) {
+    server_count_ = count;
+    server_.set(now_, count);
+  }
+
+  bool is_dead(const Conn& c) const {
+    if (c.dead) return true;
+    if (!c.idle) return false;
+    const Duration idle = now_ - c.idle_since;
+    return (s_.idle_drop_after.count() > 0 && idle >= s_.idle_drop_after) ||
+           (s_.idle_session_timeout.count() > 0 && idle >= s_.idle_session_timeout);
+  }
+
+  void start_idle(std::uint32_t id) {
+    Conn& c = conns_[id];
+    c.idle = true;
+    c.idle_since = now_;
+    ++c.idle_gen;
+    if (s_.idle_session_timeout.count() > 0) {
+      queue_.schedule(now_ + s_.idle_session_timeout, Kind::kServerIdleClose, c.process, id,
+                      c.idle_gen);
+    }
+  }
+
+  void stop_idle(Conn& c) {
+    if (c.idle && !c.dead && is_dead(c)) c.dead = true;  // its idle time already killed it
+    c.idle = false;
+    ++c.idle_gen;
+  }
+
+  const Scenario& s_;
+  const Progress& progress_;
+  Rng arrivals_, service_, connect_, ping_, reset_, drops_, connect_fail_, routing_, think_;
+  const Instant warmup_end_;
+  const Instant end_;
+  Instant now_{};
+
+  EventQueue<Kind> queue_;
+  std::vector<Process> processes_;
+  Slab<Request> requests_;
+  Slab<Conn> conns_;
+  std::vector<std::uint32_t> open_ids_;  // open connections, client side
+  std::deque<Setup> setup_queue_;
+
+  std::uint64_t next_process_ = 0;
+  std::size_t trace_next_ = 0;
+  std::uint64_t constant_index_ = 0;
+  std::uint32_t current_request_ = 0;
+  bool reset_scheduled_ = false;
+  bool server_down_ = false;
+  int setups_running_ = 0;
+  int connecting_ = 0;  // set-ups the server has started (counted in server_count_)
+  std::uint64_t server_epoch_ = 0;
+  int server_count_ = 0;
+  bool in_window_ = false;
+  bool stopped_ = false;
+  std::uint64_t in_flight_counted_ = 0;
+  double in_use_count_ = 0;
+  TimeWeighted open_, in_use_, server_;
+  ReplicationStats stats_;
+};
+
+}  // namespace
+
+ReplicationStats run_replication(const Scenario& scenario, int replication,
+                                 const Progress& progress) {
+  return Simulation(scenario, replication, progress).run();
+}
+
+}  // namespace poolsim::sim

@@ -1,0 +1,74 @@
+// Random numbers for the simulator: xoshiro256++ with one independent stream per purpose.
+//
+// Everything here is our own arithmetic on uint64_t and IEEE doubles, so a seed gives the same
+// numbers with every compiler and standard library (std:: distributions differ between them).
+// The only outside code used is std::log and std::sqrt (std::sqrt is exact; glibc's std::log is
+// correctly rounded in practice, other libms may differ in the last bit).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace poolsim::sim {
+
+// xoshiro256++ 1.0 by David Blackman and Sebastiano Vigna ("Scrambled linear pseudorandom
+// number generators", ACM TOMS 2021; https://prng.di.unimi.it/), seeded with Vigna's splitmix64.
+class Rng {
+ public:
+  // Distinct streams of one seed start from distinct points: their sequences do not overlap in
+  // practice (period 2^256 - 1) and are statistically independent.
+  Rng(std::uint64_t seed, std::uint64_t stream);
+
+  std::uint64_t next() {
+    const std::uint64_t result = rotl(s_[0] + s_[3], 23) + s_[0];
+    const std::uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+
+  // [0, 1) in steps of 2^-53.
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+  // (0, 1): never 0 nor 1, safe for log(). Midpoints of 2^52 equal steps.
+  double uniform_open() { return (static_cast<double>(next() >> 12) + 0.5) * 0x1.0p-52; }
+
+  // Uniform in [0, n), without modulo bias. Requires n > 0.
+  std::uint64_t below(std::uint64_t n);
+
+  // Exponential with the given mean (inversion: one uniform per sample).
+  double exponential(double mean) { return -mean * std::log(uniform_open()); }
+
+  // Standard normal (Marsaglia's polar method; the second value of each pair is kept).
+  double normal();
+
+ private:
+  static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+  std::uint64_t s_[4];
+  double spare_normal_ = 0;
+  bool has_spare_normal_ = false;
+};
+
+// What a stream is for. New purposes go at the end: the numbers are part of the seed's meaning.
+enum class Stream : std::uint64_t {
+  kArrivals,
+  kService,
+  kConnect,
+  kPing,
+  kReset,
+  kDrops,
+  kConnectFail,
+  kRouting,
+  kThink,
+};
+
+// The stream for one purpose and one process / client index (index < 2^48), so that changing
+// one distribution, or adding a client, does not shift the numbers any other part draws.
+Rng stream_rng(std::uint64_t seed, Stream stream, std::uint64_t index = 0);
+
+}  // namespace poolsim::sim

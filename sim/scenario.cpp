@@ -1,0 +1,354 @@
+#include "sim/scenario.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "sim/units.hpp"
+
+namespace poolsim::sim {
+
+const std::vector<OptionInfo> kOptions = {
+    {"duration", "60s", "simulated time per replication, after warm-up"},
+    {"warmup", "0s", "simulated time discarded before statistics start"},
+    {"seed", "1", "master seed; every random stream derives from it"},
+    {"replications", "1", "independent runs; more than 1 gives 95% confidence intervals"},
+    {"pool.policy", "queuepool", "pool design: queuepool (SQLAlchemy QueuePool)"},
+    {"pool.size", "5", "SQLAlchemy pool_size: idle connections kept per process; 0 = no limit"},
+    {"pool.max_overflow", "10", "max_overflow: connections beyond pool.size; -1 = unlimited"},
+    {"pool.timeout", "30s",
+     "pool_timeout: how long a checkout waits; 0 = fail at once; none = forever"},
+    {"pool.recycle", "-1",
+     "pool_recycle: replace connections older than this at checkout; -1 = never"},
+    {"pool.pre_ping", "false", "pool_pre_ping: SELECT 1 before reusing a connection"},
+    {"pool.use_lifo", "false", "pool_use_lifo: reuse the most recently returned connection"},
+    {"pool.reset_on_return", "rollback", "rollback, commit or none"},
+    {"pool.compat", "2.0", "SQLAlchemy semantics, 1.4 or 2.0 (they differ only for pool.size 0)"},
+    {"workload.arrival", "poisson", "poisson, constant, onoff, diurnal, trace or closed"},
+    {"workload.rate", "100",
+     "mean arrivals per second, all processes together (onoff: between bursts)"},
+    {"workload.burst_rate", "", "onoff: arrivals per second during a burst"},
+    {"workload.burst_on", "1s", "onoff: how long each burst lasts"},
+    {"workload.burst_off", "9s", "onoff: time between bursts (the first burst starts after it)"},
+    {"workload.period", "1h", "diurnal: length of one cycle of the sinusoidal rate"},
+    {"workload.amplitude", "0.5",
+     "diurnal: the rate swings between rate*(1-a) and rate*(1+a), 0..1"},
+    {"workload.service", "exp:10ms", "how long a request holds its connection (distribution)"},
+    {"workload.clients", "", "closed: number of clients, each request -> think -> request ..."},
+    {"workload.think", "exp:100ms",
+     "closed: think time between a client's requests (distribution)"},
+    {"workload.trace", "", "trace: CSV of arrival times in seconds and optional hold times"},
+    {"app.processes", "1", "worker processes (gunicorn workers), each with its own pool"},
+    {"app.threads", "0", "concurrent requests per process (gthread threads); 0 = unlimited"},
+    {"app.routing", "round_robin", "how requests are spread over processes: round_robin or random"},
+    {"database.max_connections", "100",
+     "the server refuses connections beyond this (all processes)"},
+    {"database.connect", "const:30ms", "connection setup cost (distribution)"},
+    {"database.ping", "const:200us", "cost of a pre-ping round trip (distribution)"},
+    {"database.reset", "const:50us", "cost of the reset-on-return rollback (distribution)"},
+    {"database.idle_session_timeout", "0", "server closes connections idle this long; 0 = never"},
+    {"database.connect_capacity", "0",
+     "connection set-ups the server handles at once; 0 = unlimited"},
+    {"database.outages", "",
+     "restarts: START+LENGTH list, e.g. 20s+5s,40s+1s; all connections die"},
+    {"network.idle_drop_after", "0",
+     "a middlebox silently kills connections idle this long; 0 = never"},
+    {"network.drop_rate", "0", "silent connection drops per connection per hour"},
+    {"network.connect_fail", "0", "probability that a connect attempt fails, 0..1"},
+};
+
+namespace {
+
+// Keeps the requests of one replication countable: beyond this a run would take hours.
+constexpr double kMaxRequestsPerReplication = 1e10;
+
+class Reader {
+ public:
+  Reader(const std::map<std::string, std::string>& values, std::filesystem::path base_dir)
+      : values_(values), base_dir_(std::move(base_dir)) {
+    for (const auto& [key, value] : values) {
+      const bool known = std::any_of(kOptions.begin(), kOptions.end(),
+                                     [&](const OptionInfo& o) { return key == o.key; });
+      if (!known)
+        throw ScenarioError(key + " = " + value + ": unknown option (see poolsim --help)");
+    }
+  }
+
+  std::string text(const char* key) {
+    auto it = values_.find(key);
+    if (it != values_.end()) return it->second;
+    for (const OptionInfo& o : kOptions) {
+      if (key == std::string(o.key)) return o.default_value;
+    }
+    throw std::logic_error(std::string("no such option ") + key);
+  }
+
+  [[noreturn]] void refuse(const char* key, const std::string& why) {
+    throw ScenarioError(std::string(key) + " = " + shown(text(key)) + ": " + why);
+  }
+
+  template <typename Parse>
+  auto parse(const char* key, Parse parse_value) {
+    try {
+      return parse_value(text(key));
+    } catch (const ParseError& e) {
+      refuse(key, e.what());
+    }
+  }
+
+  Duration duration(const char* key) {
+    return parse(key, [](const std::string& t) { return parse_duration(t); });
+  }
+  double number(const char* key) {
+    return parse(key, [](const std::string& t) { return parse_number(t); });
+  }
+  std::int64_t integer(const char* key, std::int64_t min, std::int64_t max, const char* allowed) {
+    const std::int64_t v = parse(key, [](const std::string& t) { return parse_integer(t); });
+    if (v < min || v > max) refuse(key, allowed);
+    return v;
+  }
+  bool boolean(const char* key) {
+    return parse(key, [](const std::string& t) { return parse_bool(t); });
+  }
+  Distribution distribution(const char* key) {
+    return parse(key, [this](const std::string& t) { return Distribution::parse(t, base_dir_); });
+  }
+  // -1 (or "none" where allowed) means "not set".
+  std::optional<Duration> duration_or(const char* key, const char* off_word) {
+    const std::string t = text(key);
+    if (t == off_word) return std::nullopt;
+    return duration(key);
+  }
+  bool given(const char* key) const { return values_.count(key) != 0; }
+  const std::filesystem::path& base_dir() const { return base_dir_; }
+
+ private:
+  static std::string shown(const std::string& t) { return t.empty() ? "(empty)" : t; }
+
+  const std::map<std::string, std::string>& values_;
+  std::filesystem::path base_dir_;
+};
+
+std::vector<Outage> parse_outages(Reader& in) {
+  std::vector<Outage> outages;
+  const std::string text = in.text("database.outages");
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto plus = item.find('+');
+    if (plus == std::string::npos) {
+      in.refuse("database.outages", "must be a list of START+LENGTH, e.g. 20s+5s,40s+1s");
+    }
+    Outage o{};
+    try {
+      o.start = parse_duration(item.substr(0, plus));
+      o.length = parse_duration(item.substr(plus + 1));
+    } catch (const ParseError& e) {
+      in.refuse("database.outages", std::string("each START+LENGTH: ") + e.what());
+    }
+    if (o.length.count() <= 0) in.refuse("database.outages", "each outage must last longer than 0");
+    if (!outages.empty() && o.start < outages.back().start + outages.back().length) {
+      in.refuse("database.outages", "outages must be in time order and must not overlap");
+    }
+    outages.push_back(o);
+  }
+  return outages;
+}
+
+std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::filesystem::path* path) {
+  const std::string name = in.text("workload.trace");
+  if (name.empty())
+    in.refuse("workload.trace", "a CSV file is required with workload.arrival = trace");
+  *path = std::filesystem::path(name).is_absolute() ? std::filesystem::path(name)
+                                                    : in.base_dir() / name;
+  std::ifstream file(*path);
+  if (!file || std::filesystem::is_directory(*path)) {
+    in.refuse("workload.trace", "cannot read the file " + path->string());
+  }
+  auto entries = std::make_shared<std::vector<TraceEntry>>();
+  std::string line;
+  int number = 0;
+  while (std::getline(file, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
+    const auto comma = line.find(',');
+    const std::string first = line.substr(0, comma);
+    TraceEntry entry{};
+    try {
+      const double at = parse_number(first);
+      if (at < 0) throw ParseError("must not be negative");
+      entry.at = Duration(static_cast<std::int64_t>(std::llround(at * 1e9)));
+      if (comma != std::string::npos) {
+        const double hold = parse_number(line.substr(comma + 1));
+        if (hold < 0) throw ParseError("must not be negative");
+        entry.hold = Duration(static_cast<std::int64_t>(std::llround(hold * 1e9)));
+      }
+    } catch (const ParseError& e) {
+      const char first_char = first.empty() ? ' ' : trim(first).empty() ? ' ' : trim(first).front();
+      const bool looks_numeric = std::isdigit(static_cast<unsigned char>(first_char)) ||
+                                 first_char == '.' || first_char == '-' || first_char == '+';
+      if (entries->empty() && number == 1 && !looks_numeric) continue;  // a header line
+      in.refuse("workload.trace", "line " + std::to_string(number) + " (" + line +
+                                      "): arrival,hold in seconds; " + e.what());
+    }
+    if (!entries->empty() && entry.at < entries->back().at) {
+      in.refuse("workload.trace",
+                "line " + std::to_string(number) +
+                    ": arrival times must not go backwards (the file is not sorted)");
+    }
+    entries->push_back(entry);
+  }
+  if (entries->empty())
+    in.refuse("workload.trace", "the file " + path->string() + " has no arrivals");
+  return entries;
+}
+
+}  // namespace
+
+Scenario make_scenario(const std::map<std::string, std::string>& values,
+                       const std::filesystem::path& base_dir) {
+  Reader in(values, base_dir);
+  Scenario s;
+
+  s.duration = in.duration("duration");
+  if (s.duration.count() <= 0) in.refuse("duration", "must be longer than 0");
+  s.warmup = in.duration("warmup");
+  s.seed = static_cast<std::uint64_t>(in.integer(
+      "seed", 0, std::numeric_limits<std::int64_t>::max(), "must be a whole number >= 0"));
+  s.replications = static_cast<int>(in.integer("replications", 1, 10000, "must be 1 to 10000"));
+
+  if (in.text("pool.policy") != "queuepool") {
+    in.refuse("pool.policy", "must be queuepool (SQLAlchemy's QueuePool; more designs later)");
+  }
+  PoolConfig& pool = s.pool;
+  pool.pool_size = static_cast<int>(
+      in.integer("pool.size", 0, 1'000'000, "must be a whole number from 0 to 1000000"));
+  pool.max_overflow =
+      static_cast<int>(in.integer("pool.max_overflow", -1, 1'000'000,
+                                  "must be -1 (unlimited) or a whole number from 0 to 1000000"));
+  pool.timeout = in.duration_or("pool.timeout", "none");
+  pool.recycle = in.duration_or("pool.recycle", "-1");
+  pool.pre_ping = in.boolean("pool.pre_ping");
+  pool.order = in.boolean("pool.use_lifo") ? QueueOrder::kLifo : QueueOrder::kFifo;
+  const std::string reset = in.text("pool.reset_on_return");
+  if (reset == "rollback") {
+    pool.reset_on_return = ResetOnReturn::kRollback;
+  } else if (reset == "commit") {
+    pool.reset_on_return = ResetOnReturn::kCommit;
+  } else if (reset == "none") {
+    pool.reset_on_return = ResetOnReturn::kNone;
+  } else {
+    in.refuse("pool.reset_on_return", "must be rollback, commit or none");
+  }
+  const std::string compat = in.text("pool.compat");
+  if (compat == "1.4") {
+    pool.compat = Compat::kSqlalchemy14;
+  } else if (compat == "2.0") {
+    pool.compat = Compat::kSqlalchemy20;
+  } else {
+    in.refuse("pool.compat", "must be 1.4 or 2.0");
+  }
+
+  const std::string arrival = in.text("workload.arrival");
+  const std::pair<const char*, Arrival> arrivals[] = {
+      {"poisson", Arrival::kPoisson}, {"constant", Arrival::kConstant},
+      {"onoff", Arrival::kOnOff},     {"diurnal", Arrival::kDiurnal},
+      {"trace", Arrival::kTrace},     {"closed", Arrival::kClosed}};
+  const auto found = std::find_if(std::begin(arrivals), std::end(arrivals),
+                                  [&](const auto& a) { return arrival == a.first; });
+  if (found == std::end(arrivals)) {
+    in.refuse("workload.arrival", "must be poisson, constant, onoff, diurnal, trace or closed");
+  }
+  s.arrival = found->second;
+  s.rate = in.number("workload.rate");
+  if (!(s.rate > 0) || s.rate > 1e9)
+    in.refuse("workload.rate", "must be more than 0 and at most 1e9 per second");
+  s.service = in.distribution("workload.service");
+  double peak_rate = s.rate;
+  if (s.arrival == Arrival::kOnOff) {
+    if (!in.given("workload.burst_rate")) {
+      in.refuse("workload.burst_rate",
+                "required with workload.arrival = onoff (arrivals per second in a burst)");
+    }
+    s.burst_rate = in.number("workload.burst_rate");
+    if (!(s.burst_rate > 0) || s.burst_rate > 1e9) {
+      in.refuse("workload.burst_rate", "must be more than 0 and at most 1e9 per second");
+    }
+    s.burst_on = in.duration("workload.burst_on");
+    s.burst_off = in.duration("workload.burst_off");
+    if (s.burst_on.count() <= 0) in.refuse("workload.burst_on", "must be longer than 0");
+    if (s.burst_off.count() <= 0) in.refuse("workload.burst_off", "must be longer than 0");
+    peak_rate = std::max(s.rate, s.burst_rate);
+  }
+  if (s.arrival == Arrival::kDiurnal) {
+    s.period = in.duration("workload.period");
+    if (s.period.count() <= 0) in.refuse("workload.period", "must be longer than 0");
+    s.amplitude = in.number("workload.amplitude");
+    if (!(s.amplitude >= 0 && s.amplitude <= 1))
+      in.refuse("workload.amplitude", "must be from 0 to 1");
+    peak_rate = s.rate * (1 + s.amplitude);
+  }
+  if (s.arrival == Arrival::kClosed) {
+    if (!in.given("workload.clients")) {
+      in.refuse("workload.clients", "required with workload.arrival = closed (number of clients)");
+    }
+    s.clients = static_cast<int>(
+        in.integer("workload.clients", 1, 1'000'000, "must be a whole number from 1 to 1000000"));
+    s.think = in.distribution("workload.think");
+    // Each client sends at most one request per think + hold: that bounds a replication.
+    const double cycle = s.think.mean_seconds() + s.service.mean_seconds();
+    if (!(cycle > 0)) {
+      in.refuse("workload.think", "a closed loop needs think + hold time > 0 (workload.service = " +
+                                      in.text("workload.service") + ")");
+    }
+    if (s.clients * to_seconds(s.duration + s.warmup) / cycle > kMaxRequestsPerReplication) {
+      in.refuse("workload.clients",
+                "with this think and hold time a replication would have over 1e10 requests");
+    }
+  }
+  if (s.arrival == Arrival::kTrace) s.trace = read_trace(in, &s.trace_file);
+  const double seconds = to_seconds(s.duration + s.warmup);
+  if (s.arrival != Arrival::kTrace && s.arrival != Arrival::kClosed &&
+      peak_rate * seconds > kMaxRequestsPerReplication) {
+    in.refuse("workload.rate", "with this duration a replication would have over 1e10 requests");
+  }
+
+  s.processes = static_cast<int>(
+      in.integer("app.processes", 1, 10'000, "must be a whole number from 1 to 10000"));
+  s.threads = static_cast<int>(in.integer("app.threads", 0, 1'000'000,
+                                          "must be 0 (unlimited) or a whole number up to 1000000"));
+  const std::string routing = in.text("app.routing");
+  if (routing == "round_robin") {
+    s.routing = Routing::kRoundRobin;
+  } else if (routing == "random") {
+    s.routing = Routing::kRandom;
+  } else {
+    in.refuse("app.routing", "must be round_robin or random");
+  }
+
+  s.max_connections = static_cast<int>(in.integer("database.max_connections", 1, 10'000'000,
+                                                  "must be a whole number from 1 to 10000000"));
+  s.connect = in.distribution("database.connect");
+  s.ping = in.distribution("database.ping");
+  s.reset = in.distribution("database.reset");
+  s.idle_session_timeout = in.duration("database.idle_session_timeout");
+  s.connect_capacity =
+      static_cast<int>(in.integer("database.connect_capacity", 0, 10'000'000,
+                                  "must be 0 (unlimited) or a whole number up to 10000000"));
+  s.outages = parse_outages(in);
+
+  s.idle_drop_after = in.duration("network.idle_drop_after");
+  s.drop_rate = in.number("network.drop_rate");
+  if (!(s.drop_rate >= 0) || s.drop_rate > 1e9)
+    in.refuse("network.drop_rate", "must be from 0 to 1e9 per connection per hour");
+  s.connect_fail =
+      in.parse("network.connect_fail", [](const std::string& t) { return parse_probability(t); });
+
+  for (const OptionInfo& o : kOptions) s.echo.emplace_back(o.key, in.text(o.key));
+  return s;
+}
+
+}  // namespace poolsim::sim

@@ -1,0 +1,94 @@
+// A simulation scenario: every row of DESIGN.md's option table, parsed and checked.
+//
+// One option set, two spellings: an INI scenario file ([pool] size = 20) and --pool.size=20 on
+// the command line, which overrides the file. kOptions below is the one table that parsing,
+// `poolsim --help` and the "config" block of every result are made from.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pool_model/pool_config.hpp"
+#include "sim/distribution.hpp"
+
+namespace poolsim::sim {
+
+enum class Arrival { kPoisson, kConstant, kOnOff, kDiurnal, kTrace, kClosed };
+enum class Routing { kRoundRobin, kRandom };
+
+struct Outage {
+  Duration start;
+  Duration length;
+};
+
+// One arrival of a replayed trace: its time from the start, and its hold time if the trace has one.
+struct TraceEntry {
+  Duration at;
+  std::optional<Duration> hold;
+};
+
+struct Scenario {
+  Duration duration = std::chrono::seconds(60);
+  Duration warmup{0};
+  std::uint64_t seed = 1;
+  int replications = 1;
+
+  PoolConfig pool;  // pool.*
+
+  Arrival arrival = Arrival::kPoisson;
+  double rate = 100;       // per second, all processes together
+  double burst_rate = 0;   // onoff: the rate while a burst is on
+  Duration burst_on{0};    // onoff: how long a burst lasts
+  Duration burst_off{0};   // onoff: time between bursts
+  Duration period{0};      // diurnal: one full cycle
+  double amplitude = 0.5;  // diurnal: rate swings between rate*(1-a) and rate*(1+a)
+  Distribution service;    // hold time
+  int clients = 0;         // closed loop
+  Distribution think;      // closed loop
+  std::filesystem::path trace_file;
+  std::shared_ptr<const std::vector<TraceEntry>> trace;
+
+  int processes = 1;
+  int threads = 0;  // per process, 0 = unlimited
+  Routing routing = Routing::kRoundRobin;
+
+  int max_connections = 100;
+  Distribution connect;
+  Distribution ping;
+  Distribution reset;
+  Duration idle_session_timeout{0};
+  int connect_capacity = 0;
+  std::vector<Outage> outages;
+
+  Duration idle_drop_after{0};
+  double drop_rate = 0;  // silent drops per connection per hour
+  double connect_fail = 0;
+
+  // The options as given (after defaults), in table order: the "config" block of a result.
+  std::vector<std::pair<std::string, std::string>> echo;
+};
+
+struct OptionInfo {
+  const char* key;
+  const char* default_value;  // as a user would write it; "" = none
+  const char* help;           // meaning, with the unit
+};
+extern const std::vector<OptionInfo> kOptions;
+
+// Thrown for bad input; what() is one line naming the key, the value and what is allowed.
+struct ScenarioError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Builds a scenario from key -> value text (missing keys take their defaults). Relative file
+// names (traces, empirical distributions) are resolved against base_dir.
+Scenario make_scenario(const std::map<std::string, std::string>& values,
+                       const std::filesystem::path& base_dir);
+
+}  // namespace poolsim::sim
