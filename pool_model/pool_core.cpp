@@ -276,10 +276,10 @@ void PoolCore::on(const Disposed&) {  // R10
 }
 
 void PoolCore::on(const WaitExpired& e) {
-  const auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                               [&](const Waiter& w) { return w.request == e.request; });
-  require(it != waiters_.end(), "WaitExpired for a request that is not waiting");
-  waiters_.erase(it);
+  std::size_t i = 0;
+  while (i < waiters_.size() && waiters_[i].request != e.request) ++i;
+  require(i < waiters_.size(), "WaitExpired for a request that is not waiting");
+  waiters_.erase(i);
   wait_expired(e.request);
 }
 
@@ -502,10 +502,11 @@ void PoolCore::check_invariants() const {
     }
   }
   require(idle_states == idle_.size(), "idle slots and the queue disagree");
-  for (SlotId id : idle_) {
-    require(slots_[index(id)].state == SlotState::kIdle, "a queued slot is not idle");
+  std::vector<SlotId> queued;
+  for (std::size_t i = 0; i < idle_.size(); ++i) {
+    require(slots_[index(idle_[i])].state == SlotState::kIdle, "a queued slot is not idle");
+    queued.push_back(idle_[i]);
   }
-  std::vector<SlotId> queued(idle_.begin(), idle_.end());
   std::sort(queued.begin(), queued.end());
   require(std::adjacent_find(queued.begin(), queued.end()) == queued.end(),
           "a slot is queued twice");
@@ -520,8 +521,9 @@ void PoolCore::check_invariants() const {
     require(idle_.size() <= static_cast<std::size_t>(config_.pool_size), "queue above pool_size");
   }
   require(waiters_.empty() || idle_.empty(), "a request waits while a record is idle");
-  for (const Waiter& waiter : waiters_)
-    requests.push_back(static_cast<std::uint64_t>(waiter.request));
+  for (std::size_t i = 0; i < waiters_.size(); ++i) {
+    requests.push_back(static_cast<std::uint64_t>(waiters_[i].request));
+  }
   std::sort(requests.begin(), requests.end());
   require(std::adjacent_find(requests.begin(), requests.end()) == requests.end(),
           "a request is in two places at once");

@@ -13,13 +13,13 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <ostream>
 #include <vector>
 
 #include "pool_model/events.hpp"
 #include "pool_model/pool_config.hpp"
+#include "pool_model/ring_queue.hpp"
 #include "pool_model/time.hpp"
 
 namespace poolsim {
@@ -134,10 +134,10 @@ class PoolCore {
 
   std::vector<Slot> slots_;
   std::vector<SlotId> free_slots_;
-  std::deque<SlotId> idle_;      // the queue: put at the tail, get at head (FIFO) or tail
-  std::deque<Waiter> waiters_;   // oldest first
-  std::deque<SlotId> handoffs_;  // slots handed to waiters during the current input
-  std::deque<Action> actions_;
+  RingQueue<SlotId> idle_;      // the queue: put at the tail, get at head (FIFO) or tail
+  RingQueue<Waiter> waiters_;   // oldest first
+  RingQueue<SlotId> handoffs_;  // slots handed to waiters during the current input
+  RingQueue<Action> actions_;
 };
 
 }  // namespace poolsim

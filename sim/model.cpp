@@ -19,13 +19,13 @@
 #include "sim/model.hpp"
 
 #include <cmath>
-#include <deque>
 #include <numbers>
 #include <optional>
 #include <variant>
 
 #include "pool_model/overloaded.hpp"
 #include "pool_model/pool_core.hpp"
+#include "pool_model/ring_queue.hpp"
 #include "sim/engine.hpp"
 #include "sim/random.hpp"
 
@@ -87,7 +87,7 @@ struct Process {
   explicit Process(const PoolConfig& config) : core(config) {}
   PoolCore core;
   int busy = 0;
-  std::deque<std::uint32_t> thread_queue;
+  RingQueue<std::uint32_t> thread_queue;
   std::optional<Instant> timer_at;
   std::uint64_t timer_gen = 0;
 };
@@ -597,7 +597,7 @@ class Simulation {
   Slab<Request> requests_;
   Slab<Conn> conns_;
   std::vector<std::uint32_t> open_ids_;  // open connections, client side
-  std::deque<Setup> setup_queue_;
+  RingQueue<Setup> setup_queue_;
 
   std::uint64_t next_process_ = 0;
   std::size_t trace_next_ = 0;
