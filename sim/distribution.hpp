@@ -42,7 +42,7 @@ class Distribution {
   // The exact mean; for empirical, the mean of the file's values.
   double mean_seconds() const;
   // Canonical text, e.g. "exp:10ms", "lognormal:mean=10ms,cv=1.5", "empirical:data/q.csv"
-  // (the file as written). parse(spec()) gives the same distribution.
+  // (the file as written). parse(spec(), same base_dir) gives the same distribution.
   std::string spec() const;
   Kind kind() const { return kind_; }
   bool is_zero() const { return kind_ == Kind::kConst && first_ == Duration(0); }

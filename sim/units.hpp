@@ -22,7 +22,7 @@ inline constexpr Duration kMaxDuration = std::chrono::hours(1'000'000);
 
 // A non-negative decimal number and a unit (ns, us, ms, s, min, h): "250us", "1.5s", "0.5h";
 // the bare "0" needs no unit. Surrounding whitespace is ignored. Exact decimal arithmetic,
-// rounded to the nearest nanosecond (halves away from zero).
+// rounded to the nearest nanosecond (halves up).
 Duration parse_duration(std::string_view text);
 
 // A finite decimal number ("12", "-0.5", "1e3").

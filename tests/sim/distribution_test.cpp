@@ -458,7 +458,7 @@ class EmpiricalFile : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::filesystem::path write(const std::string& name, const std::string& text) const {
-    const std::filesystem::path path = dir_ / name;
+    std::filesystem::path path = dir_ / name;
     std::ofstream(path) << text;
     return path;
   }
