@@ -519,9 +519,13 @@ class Simulation {
     }
     const std::uint32_t id = conns_.acquire();
     Conn& c = conns_[id];
+    // A reused slot keeps counting its generations, so timers of its previous connection
+    // (drops, server idle closes) can never match the new one.
     const std::uint64_t life = c.life + 1;
+    const std::uint64_t idle_gen = c.idle_gen + 1;
     c = Conn{};
     c.life = life;
+    c.idle_gen = idle_gen;
     c.process = p;
     c.on_server = true;
     c.open_index = static_cast<std::uint32_t>(open_ids_.size());

@@ -765,6 +765,19 @@ Options sparse(Options extra) {
   return o;
 }
 
+TEST_F(ModelFeatures, RecycleShorterThanTheServerIdleTimeoutLeavesNoDeadConnection) {
+  // Every connection idle for 40 ms is older than 20 ms, so the pool recycles it at checkout
+  // before it could be used: no request can meet a connection the server closed. (A reused
+  // connection slot once restarted its idle generation, and the server's idle close of its
+  // previous connection then killed the new one: hundreds of disconnects here.)
+  const Json r = run({{"pool.size", "3"}, {"pool.max_overflow", "2"}, {"workload.rate", "150"},
+                      {"workload.service", "exp:5ms"}, {"pool.recycle", "20ms"},
+                      {"database.idle_session_timeout", "40ms"}, {"pool.use_lifo", "true"},
+                      {"database.connect", "const:1ms"}, {"duration", "60s"}});
+  EXPECT_EQ(r["errors"]["disconnect"].get<std::uint64_t>(), 0u);
+  EXPECT_GT(conn(r, "opened"), 1000);  // recycling is busy: the test would see a dead connection
+}
+
 TEST_F(ModelFeatures, IdleSessionTimeoutKillsIdleConnections) {
   const Json control = run(sparse({}));
   EXPECT_EQ(errors(control), 0u);
