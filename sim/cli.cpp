@@ -25,8 +25,10 @@
 #include <thread>
 #include <vector>
 
+#include "sim/exact.hpp"
 #include "sim/result.hpp"
 #include "sim/scenario.hpp"
+#include "sim/sizing.hpp"
 #include "sim/units.hpp"
 
 namespace po = boost::program_options;
@@ -445,6 +447,164 @@ int sweep_command(const std::vector<std::string>& args) {
   return 0;
 }
 
+std::string analytic_table(const Json& r) {
+  std::ostringstream out;
+  const Json& c = r["config"];
+  auto cfg = [&c](const char* key) {
+    return c.contains(key) ? c[key].get<std::string>() : std::string("-");
+  };
+  out << "poolsim analytic: " << r["model"].get<std::string>() << ", exact\n"
+      << "  pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow") << " overflow, timeout "
+      << cfg("pool.timeout") << ", " << cfg("app.processes") << " process(es), poisson "
+      << cfg("workload.rate") << "/s, hold " << cfg("workload.service") << ", connect "
+      << cfg("database.connect") << "\n\n";
+  char line[160];
+  std::snprintf(line, sizeof line, "  p_wait       %.6f   (share of requests that wait)\n",
+                r["p_wait"].get<double>());
+  out << line;
+  std::snprintf(line, sizeof line,
+                "  p_timeout    %.6f   (share that fail: timeout 0, or the wait ran out)\n",
+                r["p_timeout"].get<double>());
+  out << line;
+  out << "  wait (ms)   ";
+  for (const auto& item : r["wait_ms"].items()) {
+    std::snprintf(line, sizeof line, " %s %.4f", item.key().c_str(), item.value().get<double>());
+    out << line;
+  }
+  out << "\n  connections ";
+  for (const auto& item : r["connections"].items()) {
+    if (item.value().is_object()) continue;
+    std::snprintf(line, sizeof line, " %s %.4f", item.key().c_str(), item.value().get<double>());
+    out << line;
+  }
+  out << "\n";
+  if (r["connections"].contains("server")) {
+    const Json& sv = r["connections"]["server"];
+    std::snprintf(
+        line, sizeof line,
+        "  at the server: mean %.3f, p99 %d, max %d connections (of max_connections %s)\n",
+        sv["mean"].get<double>(), sv["p99"].get<int>(), sv["max"].get<int>(),
+        cfg("database.max_connections").c_str());
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "  truncation error %.3g", r["truncation_error"].get<double>());
+  out << line << (r.contains("ctmc_states") ? ", " + r["ctmc_states"].dump() + " CTMC states" : "")
+      << "\n";
+  return out.str();
+}
+
+int analytic_command(const std::vector<std::string>& args) {
+  po::options_description options(160, 80);
+  options.add(output_options()).add(scenario_options());
+  std::vector<std::string> files;
+  const po::variables_map vm = parse_command(args, options, 1, &files);
+  if (vm.count("help")) {
+    std::cout
+        << "usage: poolsim analytic [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
+           "[--output FILE]\n\nExact steady-state results where the scenario is Markovian: "
+           "Poisson arrivals, exponential\nholds, instant or exponential connects, no reset or "
+           "ping cost, no drops, recycle or outages.\nOtherwise it names the option that "
+           "prevents an exact answer and exits 2.\n\n"
+        << options << "\n";
+    return 0;
+  }
+  const std::string format = format_of(vm);
+  std::filesystem::path base_dir;
+  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  Json result;
+  try {
+    result = analytic_result(make_scenario(values, base_dir));
+  } catch (const NotExact& e) {
+    throw UsageError(e.what());
+  }
+  if (format == "json") {
+    emit(vm, result.dump(1) + "\n");
+  } else if (format == "csv") {
+    emit(vm, csv({result}));
+  } else {
+    emit(vm, analytic_table(result));
+  }
+  return 0;
+}
+
+int size_command(const std::vector<std::string>& args) {
+  po::options_description sizing("Sizing", 160, 80);
+  sizing.add_options()("target,t", po::value<std::vector<std::string>>()->value_name("KEY<=VALUE"),
+                       "a goal, e.g. p_wait<=0.05, wait_ms.p99<=50, timeouts<=0.001 (a fraction), "
+                       "connections.peak_server<=90; repeat for more")(
+      "max-size", po::value<std::string>()->value_name("N"),
+      "largest pool.size to try [default: 200]")(
+      "overflow", po::value<std::string>()->value_name("LIST"),
+      "max_overflow values to size for, e.g. 0,5,10 [default: the scenario's]");
+  po::options_description options(160, 80);
+  options.add(sizing).add(output_options()).add(scenario_options());
+  std::vector<std::string> files;
+  const po::variables_map vm = parse_command(args, options, 1, &files);
+  if (vm.count("help")) {
+    std::cout
+        << "usage: poolsim size [SCENARIO.ini] --target KEY<=VALUE ... [--max-size N] "
+           "[--overflow LIST]\n\nThe smallest pool.size that meets every target, and the "
+           "curve it came from. Exact where\npoolsim analytic is; otherwise a search over "
+           "simulations (10 replications per point, or\nthe scenario's replications if more), "
+           "a point meeting a target when its 95% upper\nconfidence bound does.\n\n"
+        << options << "\n";
+    return 0;
+  }
+  const std::string format = format_of(vm);
+  if (!vm.count("target"))
+    throw UsageError("--target: at least one --target KEY<=VALUE is required");
+  std::vector<Target> targets;
+  for (const std::string& t : vm["target"].as<std::vector<std::string>>())
+    targets.push_back(parse_target(t));
+  int max_size = 200;
+  if (vm.count("max-size")) {
+    const std::string text = vm["max-size"].as<std::string>();
+    std::int64_t n = 0;
+    try {
+      n = parse_integer(text);
+    } catch (const ParseError& e) {
+      throw UsageError("--max-size = " + text + ": " + e.what());
+    }
+    if (n < 1 || n > 100000) throw UsageError("--max-size = " + text + ": must be 1 to 100000");
+    max_size = static_cast<int>(n);
+  }
+  std::filesystem::path base_dir;
+  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  const Scenario base = make_scenario(values, base_dir);
+  std::vector<int> overflows{base.pool.max_overflow};
+  if (vm.count("overflow")) {
+    overflows.clear();
+    std::stringstream in(vm["overflow"].as<std::string>());
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      std::int64_t n = -2;
+      try {
+        n = parse_integer(item);
+      } catch (const ParseError&) {
+      }
+      if (n < -1 || n > 1'000'000) {
+        throw UsageError("--overflow = " + vm["overflow"].as<std::string>() +
+                         ": must be a list of max_overflow values (-1 or whole numbers >= 0)");
+      }
+      overflows.push_back(static_cast<int>(n));
+    }
+    if (overflows.empty()) throw UsageError("--overflow: empty list");
+  }
+  SizeAnswer answer;
+  {
+    ProgressBar bar(!vm.count("no-progress"));
+    answer = size_pool(base, targets, max_size, overflows, [&bar](double f) { bar.update(f); });
+  }
+  if (format == "json") {
+    emit(vm, size_json(answer, targets).dump(1) + "\n");
+  } else if (format == "csv") {
+    emit(vm, size_csv(answer, targets));
+  } else {
+    emit(vm, size_table(answer, targets));
+  }
+  return 0;
+}
+
 // Error lines may quote bytes from a user's file: never send control characters to a terminal.
 std::string printable(const std::string& text) {
   std::string out;
@@ -481,8 +641,10 @@ int run(int argc, char** argv) {
     }
     if (command == "simulate") return simulate_command(args);
     if (command == "sweep") return sweep_command(args);
+    if (command == "analytic") return analytic_command(args);
+    if (command == "size") return size_command(args);
     throw UsageError("unknown command " + command +
-                     " (commands: simulate, sweep; see poolsim --help)");
+                     " (commands: simulate, sweep, analytic, size; see poolsim --help)");
   } catch (const UsageError& e) {
     std::cerr << "poolsim: " << printable(e.what()) << "\n";
   } catch (const ScenarioError& e) {

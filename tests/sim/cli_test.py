@@ -148,7 +148,27 @@ def make_files(tmp):
 def bad_cases(f, tmp):
     """(name, args, strings the error line must contain); --output is added to each."""
     trace = ["--workload.arrival=trace"]
+    markov = ["--database.reset=const:0s", "--database.connect=const:0s"]
     return [
+        # analytic and size: a scenario with no exact model names the option that prevents it
+        ("analytic of lognormal holds", ["analytic", "--workload.service=lognormal:mean=10ms,cv=2"] + markov,
+         ["workload.service", "lognormal"]),
+        ("analytic with a reset cost", ["analytic"], ["database.reset", "const:50us"]),
+        ("analytic with pre_ping", ["analytic", "--pool.pre_ping=true"] + markov, ["pool.pre_ping", "true"]),
+        ("analytic with idle drops", ["analytic", "--network.idle_drop_after=10min"] + markov,
+         ["network.idle_drop_after", "10min"]),
+        ("analytic of a trace", ["analytic", "--workload.arrival=closed", "--workload.clients=3"] + markov,
+         ["workload.arrival", "closed"]),
+        ("analytic of an unstable pool", ["analytic", "--pool.timeout=none", "--pool.max_overflow=0",
+                                          "--workload.rate=1000"] + markov, ["workload.rate", "1000"]),
+        ("size without a target", ["size"] + markov, ["--target"]),
+        ("size with a bad target", ["size", "--target", "p_wait=0.1"] + markov, ["--target", "p_wait=0.1"]),
+        ("size with an unknown metric", ["size", "--target", "speed<=3"] + markov, ["--target", "speed<=3"]),
+        ("size with a bad limit", ["size", "--target", "p_wait<=lots"] + markov, ["--target", "p_wait<=lots"]),
+        ("size with a bad --max-size", ["size", "--target", "p_wait<=0.1", "--max-size", "0"] + markov,
+         ["--max-size", "0"]),
+        ("size with a bad --overflow", ["size", "--target", "p_wait<=0.1", "--overflow", "1,x"] + markov,
+         ["--overflow", "1,x"]),
         # unknown keys
         ("unknown key on the command line", ["simulate", "--pool.sizee=17"], ["pool.sizee", "17"]),
         ("unknown key in a scenario file", ["simulate", f["unknown_ini"]], ["sizee", "17"]),
@@ -454,6 +474,29 @@ def check_examples(c, binary):
                 f"{r['requests']} vs {outcomes}")
 
 
+def check_analytic_and_size(c, binary, tmp):
+    """The exact commands as a user runs them: the Erlang C anchor, and a sizing curve."""
+    markov = ["--database.reset=const:0s", "--database.connect=const:0s", "--pool.max_overflow=0",
+              "--pool.timeout=none", "--workload.rate=1800"]
+    p = run(binary, ["analytic", "--pool.size=20", "--format", "json"] + markov, tmp)
+    if c.check("analytic --format json runs", p.returncode == 0, p.stderr.decode(errors="replace")):
+        r = json.loads(p.stdout)
+        c.check("analytic: Erlang C anchor P(wait) = 0.55077", abs(r["p_wait"] - 0.55077) < 5e-6, r["p_wait"])
+        c.check("analytic: mean wait 2.7538 ms", abs(r["wait_ms"]["mean"] - 2.7538) < 5e-5, r["wait_ms"])
+        c.check("analytic: mode and model", r["mode"] == "analytic" and r["model"] == "erlang_c", r.get("model"))
+    p = run(binary, ["analytic", "--pool.size=20"] + markov, tmp)
+    c.check("analytic table names the model", p.returncode == 0 and b"erlang_c" in p.stdout, p.stdout[:200])
+    p = run(binary, ["size", "--target", "p_wait<=0.05", "--format", "csv"] + markov, tmp)
+    if c.check("size --format csv runs", p.returncode == 0, p.stderr.decode(errors="replace")):
+        rows = list(csv.reader(io.StringIO(p.stdout.decode())))
+        c.check("size csv header", rows[0] == ["pool.size", "pool.max_overflow", "p_wait", "meets"], rows[0])
+        met = [int(r[0]) for r in rows[1:] if r[3] == "true"]
+        # Erlang C at 18 erlangs: C(26) = 0.0528 > 0.05 >= C(27) = 0.0326 (computed in Python).
+        c.check("size: the first size meeting p_wait<=0.05 is 27", met and met[0] == 27, met[:3])
+    p = run(binary, ["size", "--target", "p_wait<=0.05"] + markov, tmp)
+    c.check("size table gives the answer", p.returncode == 0 and b"pool.size = 27" in p.stdout, p.stdout[:300])
+
+
 def main():
     if len(sys.argv) != 2:
         print(f"usage: {sys.argv[0]} PATH/TO/poolsim", file=sys.stderr)
@@ -465,6 +508,7 @@ def main():
         files = make_files(tmp)
         check_bad(c, binary, tmp, bad_cases(files, tmp))
         check_good(c, binary, tmp)
+        check_analytic_and_size(c, binary, tmp)
         check_examples(c, binary)
     finally:
         if os.path.exists(files.get("unreadable_csv", "")) and os.path.isfile(files["unreadable_csv"]):
