@@ -19,7 +19,6 @@
 #include "sim/model.hpp"
 
 #include <cmath>
-#include <numbers>
 #include <optional>
 #include <variant>
 
@@ -28,6 +27,7 @@
 #include "pool_model/ring_queue.hpp"
 #include "sim/engine.hpp"
 #include "sim/random.hpp"
+#include "sim/workload.hpp"
 
 namespace poolsim::sim {
 namespace {
@@ -117,7 +117,7 @@ class Simulation {
   Simulation(const Scenario& s, int replication, const Progress& progress)
       : s_(s),
         progress_(progress),
-        arrivals_(stream_rng(s.seed, Stream::kArrivals, static_cast<std::uint64_t>(replication))),
+        workload_(s, replication),
         service_(stream_rng(s.seed, Stream::kService, static_cast<std::uint64_t>(replication))),
         connect_(stream_rng(s.seed, Stream::kConnect, static_cast<std::uint64_t>(replication))),
         ping_(stream_rng(s.seed, Stream::kPing, static_cast<std::uint64_t>(replication))),
@@ -150,7 +150,7 @@ class Simulation {
                         static_cast<std::uint64_t>(c));
       }
     } else {
-      schedule_next_arrival(Instant{});
+      schedule_next_arrival();
     }
 
     while (!queue_.empty()) {
@@ -173,7 +173,7 @@ class Simulation {
 
   void dispatch(const SimEvent<Kind>& e) {
     switch (e.kind) {
-      case Kind::kArrival: on_arrival(); return;
+      case Kind::kArrival: on_arrival(Duration(static_cast<std::int64_t>(e.a))); return;
       case Kind::kThinkDone:
         if (!stopped_) arrive(std::nullopt, static_cast<std::uint32_t>(e.a));
         return;
@@ -239,62 +239,17 @@ class Simulation {
 
   // ---- arrivals --------------------------------------------------------------------------------
 
-  void schedule_next_arrival(Instant from) {
-    std::optional<Instant> next = next_arrival(from);
-    if (next && *next < end_) queue_.schedule(*next, Kind::kArrival);
-  }
-
-  std::optional<Instant> next_arrival(Instant from) {
-    switch (s_.arrival) {
-      case Arrival::kPoisson: return from + seconds(arrivals_.exponential(1.0 / s_.rate));
-      case Arrival::kConstant:  // at 0, 1/rate, 2/rate, ...: computed, not summed, so no drift
-        return Instant(seconds(static_cast<double>(constant_index_++) / s_.rate));
-      case Arrival::kOnOff: {
-        // A Poisson process whose rate is burst_rate during bursts and rate between them; by
-        // memorylessness a draw that crosses a boundary restarts from it at the new rate.
-        const Duration cycle = s_.burst_off + s_.burst_on;
-        Instant t = from;
-        for (;;) {
-          const Duration phase = (t - Instant{}) % cycle;
-          const bool on = phase >= s_.burst_off;
-          const Instant boundary = t + ((on ? cycle : s_.burst_off) - phase);
-          const Instant candidate =
-              t + seconds(arrivals_.exponential(1.0 / (on ? s_.burst_rate : s_.rate)));
-          if (candidate < boundary) return candidate;
-          t = boundary;
-          if (t >= end_) return std::nullopt;
-        }
-      }
-      case Arrival::kDiurnal: {
-        // Thinning: candidates at the peak rate, each kept with probability rate(t) / peak.
-        const double peak = s_.rate * (1 + s_.amplitude);
-        const double period = to_seconds(s_.period);
-        Instant t = from;
-        for (;;) {
-          t += seconds(arrivals_.exponential(1.0 / peak));
-          if (t >= end_) return std::nullopt;
-          const double phase = to_seconds(t.time_since_epoch()) / period;
-          const double rate = s_.rate * (1 + s_.amplitude * std::sin(2 * std::numbers::pi * phase));
-          if (arrivals_.uniform() * peak < rate) return t;
-        }
-      }
-      case Arrival::kTrace:
-        if (trace_next_ >= s_.trace->size()) return std::nullopt;
-        return Instant((*s_.trace)[trace_next_].at);
-      case Arrival::kClosed: return std::nullopt;
+  void schedule_next_arrival() {
+    if (std::optional<PlannedRequest> next = workload_.next()) {
+      queue_.schedule(next->at, Kind::kArrival, 0, static_cast<std::uint64_t>(next->hold.count()));
     }
-    return std::nullopt;
   }
 
-  static Duration seconds(double s) {
-    return Duration(static_cast<std::int64_t>(std::llround(s * 1e9)));
-  }
+  static Duration seconds(double s) { return from_seconds(s); }
 
-  void on_arrival() {
-    std::optional<Duration> hold;
-    if (s_.arrival == Arrival::kTrace) hold = (*s_.trace)[trace_next_++].hold;
+  void on_arrival(Duration hold) {
     arrive(hold, kNoClient);
-    schedule_next_arrival(now_);
+    schedule_next_arrival();
   }
 
   void arrive(std::optional<Duration> hold, std::uint32_t client) {
@@ -591,7 +546,8 @@ class Simulation {
 
   const Scenario& s_;
   const Progress& progress_;
-  Rng arrivals_, service_, connect_, ping_, reset_, drops_, connect_fail_, routing_, think_;
+  Workload workload_;  // open-loop arrivals and their holds
+  Rng service_, connect_, ping_, reset_, drops_, connect_fail_, routing_, think_;
   const Instant warmup_end_;
   const Instant end_;
   Instant now_{};
@@ -604,8 +560,6 @@ class Simulation {
   RingQueue<Setup> setup_queue_;
 
   std::uint64_t next_process_ = 0;
-  std::size_t trace_next_ = 0;
-  std::uint64_t constant_index_ = 0;
   std::uint32_t current_request_ = 0;
   bool reset_scheduled_ = false;
   bool server_down_ = false;
