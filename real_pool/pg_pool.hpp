@@ -1,0 +1,111 @@
+// PgPool: a thread-safe pool of real libpq connections driven by the same PoolCore as the
+// simulator, so it behaves as SQLAlchemy's QueuePool (pool_size, max_overflow, timeout,
+// recycle, pre_ping, LIFO, reset-on-return) with real sockets.
+//
+//   PoolConfig config;
+//   config.pool_size = 4;
+//   PgPool pool("host=127.0.0.1 port=5432 user=app password=... dbname=app", config);
+//   {
+//     PgPool::Handle handle = pool.checkout();  // throws PoolError
+//     PGresult* result = PQexec(handle.conn(), "SELECT 1");
+//     PQclear(result);
+//   }  // the handle checks itself back in (ROLLBACK if a transaction is open)
+//
+// Driver rules: one mutex around the core; the steady clock is read in one place, under it.
+// Every action that does I/O runs outside the lock, on the thread whose request caused it: a
+// checkout connects and pings for itself (also when it was woken by a hand-off), a release
+// does its own reset, and whoever's input made the core close a connection closes it.
+// A waiter sleeps on its own condition variable until its deadline, then tells the core
+// (WaitExpired), which answers with SQLAlchemy's TimeoutError or lets it create a connection.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "pool_model/events.hpp"
+#include "pool_model/pool_config.hpp"
+#include "pool_model/pool_core.hpp"
+
+namespace poolsim::real_pool {
+
+struct PoolError : std::runtime_error {
+  enum class Kind {
+    kTimeout,             // the pool stayed exhausted for pool.timeout (SQLAlchemy's message)
+    kConnectFailed,       // PQconnectdb failed; the message is libpq's
+    kTooManyConnections,  // the server refused: "too many clients" (SQLSTATE 53300)
+    kPingError,           // pre-ping failed with an error that is not a disconnect
+  };
+  PoolError(Kind error_kind, const std::string& message)
+      : std::runtime_error(message), kind(error_kind) {}
+  Kind kind;
+};
+
+namespace detail {
+class PoolState;
+}
+
+class PgPool {
+ public:
+  // conninfo is a libpq connection string or URI. application_name is "poolsim" unless
+  // conninfo sets it; connect_timeout is 10 s unless conninfo sets it. Throws
+  // std::invalid_argument for a config PoolCore refuses. Connects lazily, like QueuePool.
+  PgPool(std::string conninfo, PoolConfig config);
+  // Closes every connection the pool holds. Handles still out stay usable and close their
+  // connection when released. No checkout may be in flight (that is a use-after-free).
+  ~PgPool();
+  PgPool(const PgPool&) = delete;
+  PgPool& operator=(const PgPool&) = delete;
+
+  class Handle {
+   public:
+    Handle() = default;
+    Handle(Handle&& other) noexcept;
+    Handle& operator=(Handle&& other) noexcept;  // releases what it held first
+    ~Handle() { release(); }
+
+    PGconn* conn() const { return conn_; }
+    // Check in: reset-on-return (ROLLBACK / COMMIT if a transaction is open, or nothing).
+    void release();
+    // Hard invalidate: the connection is closed without a reset; its slot reconnects later.
+    void invalidate();
+    // What SQLAlchemy's Engine does on a disconnect error: every connection older than now is
+    // recycled at its next checkout, and this one is invalidated.
+    void disconnected();
+    explicit operator bool() const { return conn_ != nullptr; }
+
+   private:
+    friend class PgPool;
+    Handle(std::shared_ptr<detail::PoolState> state, SlotId slot, ConnId conn_id, PGconn* conn)
+        : state_(std::move(state)), slot_(slot), conn_id_(conn_id), conn_(conn) {}
+
+    std::shared_ptr<detail::PoolState> state_;
+    SlotId slot_{};
+    ConnId conn_id_{};
+    PGconn* conn_ = nullptr;
+  };
+
+  // Blocks until a connection is granted; throws PoolError.
+  Handle checkout();
+  PoolStatus status() const;
+
+  struct Counters {
+    std::uint64_t opened = 0;         // successful connects
+    std::uint64_t closed = 0;         // connections closed (recycle, invalidation, overflow...)
+    std::uint64_t pings = 0;          // pre-ping round trips
+    std::uint64_t ping_failures = 0;  // of which failed (disconnect or error)
+    std::uint64_t resets = 0;         // ROLLBACK / COMMIT sent (skipped when no transaction)
+  };
+  Counters counters() const;
+  std::size_t open_connections() const;  // connections the pool holds (idle + out)
+  const PoolConfig& config() const;
+
+ private:
+  std::shared_ptr<detail::PoolState> state_;
+};
+
+}  // namespace poolsim::real_pool

@@ -1,0 +1,102 @@
+// PgPool's own overhead (checkout + return of an idle connection), contended and not, and a
+// pooled SELECT 1 against one on a dedicated connection. Starts its own TestServer.
+#include <benchmark/benchmark.h>
+#include <libpq-fe.h>
+
+#include <memory>
+#include <string>
+
+#include "real_pool/pg_pool.hpp"
+#include "real_pool/test_server.hpp"
+
+namespace poolsim::real_pool {
+namespace {
+
+// One server for every benchmark; nullptr (and the reason) when it could not start.
+TestServer* server(std::string& why) {
+  static std::string failure;
+  static std::unique_ptr<TestServer> instance = [] {
+    try {
+      return std::make_unique<TestServer>();
+    } catch (const std::exception& e) {
+      failure = e.what();
+      return std::unique_ptr<TestServer>();
+    }
+  }();
+  why = failure;
+  return instance.get();
+}
+
+std::string bench_dsn(TestServer& s) { return s.dsn() + " application_name=poolsim_bench"; }
+
+PgPool* pool_for(benchmark::State& state, int pool_size, ResetOnReturn reset) {
+  std::string why;
+  TestServer* s = server(why);
+  if (s == nullptr) {
+    state.SkipWithError(("no test server: " + why).c_str());
+    return nullptr;
+  }
+  PoolConfig config;
+  config.pool_size = pool_size;
+  config.max_overflow = 0;
+  config.reset_on_return = reset;
+  return new PgPool(bench_dsn(*s), config);
+}
+
+void BM_PgPoolCheckoutReturn(benchmark::State& state) {
+  static PgPool* pool = pool_for(state, 1, ResetOnReturn::kNone);
+  if (pool == nullptr) return;
+  pool->checkout().release();  // connect outside the timing
+  for (auto _ : state) {
+    PgPool::Handle handle = pool->checkout();
+    benchmark::DoNotOptimize(handle.conn());
+  }
+}
+BENCHMARK(BM_PgPoolCheckoutReturn);
+
+void BM_PgPoolContended(benchmark::State& state) {
+  static PgPool* pool = pool_for(state, 4, ResetOnReturn::kNone);
+  if (pool == nullptr) return;
+  for (auto _ : state) {
+    PgPool::Handle handle = pool->checkout();
+    benchmark::DoNotOptimize(handle.conn());
+  }
+}
+BENCHMARK(BM_PgPoolContended)->Threads(8)->UseRealTime();
+
+void select_one(benchmark::State& state, PGconn* conn) {
+  PGresult* result = PQexec(conn, "SELECT 1");
+  if (PQresultStatus(result) != PGRES_TUPLES_OK) state.SkipWithError(PQerrorMessage(conn));
+  PQclear(result);
+}
+
+void BM_SelectOnePooled(benchmark::State& state) {
+  static PgPool* pool = pool_for(state, 1, ResetOnReturn::kRollback);
+  if (pool == nullptr) return;
+  for (auto _ : state) {
+    PgPool::Handle handle = pool->checkout();
+    select_one(state, handle.conn());
+  }
+}
+BENCHMARK(BM_SelectOnePooled);
+
+void BM_SelectOneDedicated(benchmark::State& state) {
+  std::string why;
+  TestServer* s = server(why);
+  if (s == nullptr) {
+    state.SkipWithError(("no test server: " + why).c_str());
+    return;
+  }
+  PGconn* conn = PQconnectdb(bench_dsn(*s).c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    state.SkipWithError(PQerrorMessage(conn));
+    PQfinish(conn);
+    return;
+  }
+  for (auto _ : state) select_one(state, conn);
+  PQfinish(conn);
+}
+BENCHMARK(BM_SelectOneDedicated);
+
+}  // namespace
+}  // namespace poolsim::real_pool

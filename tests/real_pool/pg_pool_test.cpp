@@ -1,0 +1,392 @@
+// PgPool against a real PostgreSQL: one TestServer for the suite, faults made for real
+// (pg_terminate_backend, max_connections, a port nobody listens on).
+#include "real_pool/pg_pool.hpp"
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "real_pool/test_server.hpp"
+
+namespace poolsim::real_pool {
+namespace {
+
+using std::chrono::milliseconds;
+
+const std::string kApp = "poolsim_test";
+
+// Runs sql on the handle's connection; true when it succeeded.
+bool run(const PgPool::Handle& handle, const char* sql) {
+  PGresult* result = PQexec(handle.conn(), sql);
+  const ExecStatusType status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
+  PQclear(result);
+  return status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
+}
+
+int backend_pid(const PgPool::Handle& handle) { return PQbackendPID(handle.conn()); }
+
+PoolConfig config_of(int pool_size, int max_overflow) {
+  PoolConfig config;
+  config.pool_size = pool_size;
+  config.max_overflow = max_overflow;
+  config.timeout = std::chrono::seconds(10);
+  return config;
+}
+
+class PgPoolTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = new TestServer(); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void TearDown() override {
+    // Every pool of the test is gone: none of its connections may be left on the server.
+    EXPECT_EQ(server_->wait_for_connections(kApp, 0), 0) << "leftover pool connections";
+  }
+
+  static std::string dsn() { return server_->dsn() + " application_name=" + kApp; }
+  static int connections() { return server_->connections(kApp); }
+  static int wait_for_connections(int expected) {
+    return server_->wait_for_connections(kApp, expected);
+  }
+
+  static TestServer* server_;
+};
+TestServer* PgPoolTest::server_ = nullptr;
+
+TEST_F(PgPoolTest, CheckoutQueryRelease) {
+  PgPool pool(dsn(), config_of(2, 0));
+  {
+    PgPool::Handle handle = pool.checkout();
+    ASSERT_TRUE(handle);
+    PGresult* result = PQexec(handle.conn(), "SELECT 40 + 2");
+    ASSERT_EQ(PQresultStatus(result), PGRES_TUPLES_OK);
+    EXPECT_STREQ(PQgetvalue(result, 0, 0), "42");
+    PQclear(result);
+    EXPECT_EQ(pool.status().checkedout, 1);
+    EXPECT_EQ(connections(), 1);
+  }
+  EXPECT_EQ(pool.status().checkedout, 0);
+  EXPECT_EQ(pool.status().checkedin, 1);
+  EXPECT_EQ(pool.open_connections(), 1u);
+  // The same connection comes back; an open transaction was rolled back on return.
+  PgPool::Handle first = pool.checkout();
+  const int pid = backend_pid(first);
+  ASSERT_TRUE(run(first, "BEGIN"));
+  ASSERT_TRUE(run(first, "CREATE TEMP TABLE t (x int)"));
+  first.release();
+  EXPECT_FALSE(first);
+  PgPool::Handle again = pool.checkout();
+  EXPECT_EQ(backend_pid(again), pid);
+  EXPECT_EQ(PQtransactionStatus(again.conn()), PQTRANS_IDLE);
+  EXPECT_FALSE(run(again, "SELECT * FROM t"));  // rolled back: the table is gone
+  again.release();
+  const PgPool::Counters counters = pool.counters();
+  EXPECT_EQ(counters.opened, 1u);
+  EXPECT_EQ(counters.resets, 1u);  // only the release with a transaction open sent ROLLBACK
+}
+
+TEST_F(PgPoolTest, PoolSizeAndOverflowCapTheConnections) {
+  PoolConfig config = config_of(2, 1);
+  config.timeout = milliseconds(50);
+  PgPool pool(dsn(), config);
+  std::vector<PgPool::Handle> held;
+  for (int i = 0; i < 3; ++i) held.push_back(pool.checkout());
+  EXPECT_EQ(connections(), 3);
+  EXPECT_EQ(pool.status().overflow, 1);
+  EXPECT_THROW(pool.checkout(), PoolError);
+  EXPECT_EQ(connections(), 3);
+  // The overflow connection is closed when it comes back to a full queue.
+  held.clear();
+  EXPECT_EQ(wait_for_connections(2), 2);
+  EXPECT_EQ(pool.open_connections(), 2u);
+  EXPECT_EQ(pool.status().overflow, 0);
+  EXPECT_EQ(pool.counters().closed, 1u);
+}
+
+TEST_F(PgPoolTest, TimeoutHasSqlalchemysMessage) {
+  PoolConfig config = config_of(1, 1);
+  config.timeout = milliseconds(100);
+  PgPool pool(dsn(), config);
+  PgPool::Handle a = pool.checkout();
+  PgPool::Handle b = pool.checkout();
+  std::string message;
+  std::optional<PoolError::Kind> kind;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread waiter([&] {
+    try {
+      pool.checkout();
+    } catch (const PoolError& e) {
+      message = e.what();
+      kind = e.kind;
+    }
+  });
+  waiter.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(100));
+  ASSERT_TRUE(kind);
+  EXPECT_EQ(*kind, PoolError::Kind::kTimeout);
+  EXPECT_EQ(message,
+            "QueuePool limit of size 1 overflow 1 reached, connection timed out, timeout 0.10");
+
+  // A waiter gets the connection released before its deadline (a hand-off between threads).
+  PgPool pool2(dsn(), config_of(1, 0));
+  PgPool::Handle only = pool2.checkout();
+  const int pid = backend_pid(only);
+  int got = 0;
+  std::thread second([&] { got = backend_pid(pool2.checkout()); });
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(pool2.status().waiting, 1);
+  only.release();
+  second.join();
+  EXPECT_EQ(got, pid);
+}
+
+TEST_F(PgPoolTest, RecycleReplacesOldConnections) {
+  PoolConfig config = config_of(1, 0);
+  config.recycle = milliseconds(200);
+  PgPool pool(dsn(), config);
+  int first = 0;
+  {
+    PgPool::Handle handle = pool.checkout();
+    first = backend_pid(handle);
+  }
+  {
+    PgPool::Handle handle = pool.checkout();  // young enough: the same one
+    EXPECT_EQ(backend_pid(handle), first);
+  }
+  std::this_thread::sleep_for(milliseconds(250));
+  PgPool::Handle handle = pool.checkout();
+  EXPECT_NE(backend_pid(handle), first);
+  EXPECT_TRUE(run(handle, "SELECT 1"));
+  EXPECT_EQ(wait_for_connections(1), 1);
+  EXPECT_EQ(pool.counters().opened, 2u);
+  EXPECT_EQ(pool.counters().closed, 1u);
+}
+
+TEST_F(PgPoolTest, PrePingReconnectsAndInvalidatesThePool) {
+  PoolConfig config = config_of(3, 0);
+  config.pre_ping = true;
+  PgPool pool(dsn(), config);
+  std::set<int> old_pids;
+  {
+    std::vector<PgPool::Handle> held;
+    for (int i = 0; i < 3; ++i) held.push_back(pool.checkout());
+    for (const auto& h : held) old_pids.insert(backend_pid(h));
+  }
+  EXPECT_EQ(server_->terminate_backends(kApp), 3);
+  EXPECT_EQ(pool.counters().pings, 0u);  // fresh connections are never pinged
+  {
+    PgPool::Handle handle = pool.checkout();  // ping fails, reconnects, succeeds
+    EXPECT_EQ(old_pids.count(backend_pid(handle)), 0u);
+    EXPECT_TRUE(run(handle, "SELECT 1"));
+  }
+  EXPECT_EQ(pool.counters().pings, 1u);
+  EXPECT_EQ(pool.counters().ping_failures, 1u);
+  {
+    // The two other old connections are recycled without a ping (the pool-wide
+    // invalidation); the reconnected one is pinged and fine.
+    std::vector<PgPool::Handle> held;
+    for (int i = 0; i < 3; ++i) held.push_back(pool.checkout());
+    for (const auto& h : held) {
+      EXPECT_EQ(old_pids.count(backend_pid(h)), 0u);
+      EXPECT_TRUE(run(h, "SELECT 1"));
+    }
+  }
+  EXPECT_EQ(pool.counters().pings, 2u);
+  EXPECT_EQ(pool.counters().ping_failures, 1u);
+  EXPECT_EQ(pool.counters().opened, 6u);
+  EXPECT_EQ(connections(), 3);
+}
+
+TEST_F(PgPoolTest, WithoutPrePingADisconnectIsReportedAndInvalidates) {
+  PgPool pool(dsn(), config_of(2, 0));
+  int old_idle = 0;
+  {
+    PgPool::Handle a = pool.checkout();
+    PgPool::Handle b = pool.checkout();
+    old_idle = backend_pid(b);
+  }
+  EXPECT_EQ(server_->terminate_backends(kApp), 2);
+  PgPool::Handle handle = pool.checkout();
+  const int dead = backend_pid(handle);
+  EXPECT_FALSE(run(handle, "SELECT 1"));
+  EXPECT_EQ(PQstatus(handle.conn()), CONNECTION_BAD);
+  handle.disconnected();
+  EXPECT_FALSE(handle);
+  EXPECT_EQ(pool.open_connections(), 1u);
+  // The other old connection is recycled at its checkout, the empty record reconnects.
+  PgPool::Handle x = pool.checkout();
+  PgPool::Handle y = pool.checkout();
+  for (const PgPool::Handle* h : {&x, &y}) {
+    EXPECT_NE(backend_pid(*h), dead);
+    EXPECT_NE(backend_pid(*h), old_idle);
+    EXPECT_TRUE(run(*h, "SELECT 1"));
+  }
+  EXPECT_EQ(pool.counters().opened, 4u);
+}
+
+TEST_F(PgPoolTest, InvalidateClosesTheConnection) {
+  PgPool pool(dsn(), config_of(1, 0));
+  PgPool::Handle handle = pool.checkout();
+  const int pid = backend_pid(handle);
+  handle.invalidate();
+  EXPECT_FALSE(handle);
+  EXPECT_EQ(pool.open_connections(), 0u);
+  EXPECT_EQ(wait_for_connections(0), 0);
+  EXPECT_EQ(pool.status().checkedin, 1);  // the empty record is queued
+  PgPool::Handle next = pool.checkout();
+  EXPECT_NE(backend_pid(next), pid);
+}
+
+int unused_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST_F(PgPoolTest, ConnectFailureIsReported) {
+  PgPool pool("host=127.0.0.1 port=" + std::to_string(unused_port()) +
+                  " user=postgres dbname=postgres connect_timeout=2",
+              config_of(1, 0));
+  try {
+    pool.checkout();
+    FAIL() << "checkout succeeded";
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kConnectFailed);
+    EXPECT_NE(std::string(e.what()).find("refused"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(pool.open_connections(), 0u);
+  EXPECT_EQ(pool.status().overflow, -1);  // the failed creation gave its place back
+}
+
+TEST_F(PgPoolTest, TooManyClients) {
+  server_->set_parameter("max_connections", "4");  // restarts the server
+  {
+    PgPool pool(dsn(), config_of(10, 0));
+    std::vector<PgPool::Handle> held;
+    std::optional<PoolError> error;
+    for (int i = 0; i < 10 && !error; ++i) {
+      try {
+        held.push_back(pool.checkout());
+      } catch (const PoolError& e) {
+        error = e;
+      }
+    }
+    ASSERT_TRUE(error);
+    EXPECT_EQ(error->kind, PoolError::Kind::kTooManyConnections) << error->what();
+    EXPECT_EQ(held.size(), 4u);
+    EXPECT_EQ(pool.open_connections(), 4u);
+  }
+  server_->set_parameter("max_connections", "100");
+}
+
+TEST_F(PgPoolTest, ConcurrentCheckoutsAreAllAnswered) {
+  constexpr int kThreads = 8;
+  constexpr int kCheckouts = 200;
+  PgPool pool(dsn(), config_of(4, 0));
+  std::atomic<int> granted = 0;
+  std::atomic<int> failed = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCheckouts; ++i) {
+        try {
+          PgPool::Handle handle = pool.checkout();
+          if (i % 10 == t % 10 && !run(handle, "SELECT 1")) ++failed;
+          ++granted;
+        } catch (const PoolError&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(granted, kThreads * kCheckouts);
+  EXPECT_EQ(failed, 0);
+  const PoolStatus status = pool.status();
+  EXPECT_EQ(status.checkedout, 0);
+  EXPECT_EQ(status.waiting, 0);
+  EXPECT_EQ(status.checkedin, 4);
+  EXPECT_EQ(pool.open_connections(), 4u);
+  EXPECT_EQ(pool.counters().opened, 4u);
+  EXPECT_EQ(connections(), 4);
+}
+
+// Hand-offs that make the woken thread reconnect (recycle) or ping, with overflow and waiters.
+TEST_F(PgPoolTest, ConcurrentCheckoutsWithRecycleAndPrePing) {
+  constexpr int kThreads = 8;
+  constexpr int kCheckouts = 60;
+  PoolConfig config = config_of(2, 2);
+  config.recycle = milliseconds(5);
+  config.pre_ping = true;
+  PgPool pool(dsn(), config);
+  std::atomic<int> granted = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCheckouts; ++i) {
+        PgPool::Handle handle = pool.checkout();
+        if (run(handle, "SELECT 1")) ++granted;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(granted, kThreads * kCheckouts);
+  EXPECT_EQ(pool.status().checkedout, 0);
+  EXPECT_EQ(pool.status().waiting, 0);
+  EXPECT_EQ(pool.open_connections(), 2u);
+  const PgPool::Counters counters = pool.counters();
+  EXPECT_EQ(counters.opened - counters.closed, 2u);
+  EXPECT_EQ(wait_for_connections(2), 2);
+}
+
+TEST_F(PgPoolTest, ServerRestartAndReload) {
+  PgPool pool(dsn(), config_of(1, 0));
+  pool.checkout().release();
+  server_->restart();  // the pooled connection is now dead
+  {
+    PgPool::Handle handle = pool.checkout();
+    EXPECT_FALSE(run(handle, "SELECT 1"));
+    handle.disconnected();
+  }
+  {
+    PgPool::Handle handle = pool.checkout();
+    EXPECT_TRUE(run(handle, "SELECT 1"));
+  }
+  server_->set_parameter("idle_session_timeout", "200ms");  // a reload, no restart
+  server_->set_parameter("idle_session_timeout", "0");
+  PgPool::Handle handle = pool.checkout();
+  EXPECT_TRUE(run(handle, "SELECT 1"));
+}
+
+TEST_F(PgPoolTest, HandlesOutliveThePool) {
+  PgPool::Handle kept;
+  {
+    PgPool pool(dsn(), config_of(2, 0));
+    PgPool::Handle idle = pool.checkout();
+    kept = pool.checkout();
+  }  // the idle connection is closed with the pool
+  EXPECT_EQ(wait_for_connections(1), 1);
+  EXPECT_TRUE(run(kept, "SELECT 1"));
+  kept.release();
+}
+
+}  // namespace
+}  // namespace poolsim::real_pool
