@@ -31,6 +31,10 @@
 #include "sim/sizing.hpp"
 #include "sim/units.hpp"
 
+#ifdef POOLSIM_WITH_LIBPQ
+#include "real_pool/live.hpp"
+#endif
+
 namespace po = boost::program_options;
 
 namespace poolsim::sim {
@@ -177,7 +181,9 @@ po::variables_map parse_command(const std::vector<std::string>& args,
   }
   if (vm.count("scenario-file")) *files = vm["scenario-file"].as<std::vector<std::string>>();
   if (static_cast<int>(files->size()) > max_files) {
-    throw UsageError("one scenario file only (got " + files->front() + " and " + (*files)[1] + ")");
+    throw UsageError(max_files == 0 ? files->front() + ": this command takes no scenario file"
+                                    : "one scenario file only (got " + files->front() + " and " +
+                                          (*files)[1] + ")");
   }
   return vm;
 }
@@ -605,6 +611,76 @@ int size_command(const std::vector<std::string>& args) {
   return 0;
 }
 
+#ifdef POOLSIM_WITH_LIBPQ
+po::options_description live_options() {
+  po::options_description options("Live run", 160, 80);
+  options.add_options()("dsn", po::value<std::string>()->value_name("DSN"),
+                        "libpq connection string or URI; auto = start a throw-away PostgreSQL "
+                        "for the run [default: auto]")(
+      "sql", po::value<std::string>()->value_name("SQL"),
+      "what each request runs, $1 = its hold in seconds [default: SELECT pg_sleep($1)]")(
+      "calibrate",
+      "validate: measure the server's connect, ping and reset costs first and "
+      "simulate with them");
+  return options;
+}
+
+real_pool::LiveOptions live_settings(const po::variables_map& vm) {
+  real_pool::LiveOptions o;
+  if (vm.count("dsn")) o.dsn = vm["dsn"].as<std::string>();
+  if (vm.count("sql")) o.sql = vm["sql"].as<std::string>();
+  if (o.dsn.empty()) throw UsageError("--dsn: empty (give a libpq connection string, or auto)");
+  return o;
+}
+
+int live_command(const std::string& command, const std::vector<std::string>& args) {
+  po::options_description options(160, 80);
+  options.add(live_options()).add(output_options());
+  if (command != "calibrate") options.add(scenario_options());
+  std::vector<std::string> files;
+  const po::variables_map vm = parse_command(args, options, command == "calibrate" ? 0 : 1, &files);
+  if (vm.count("help")) {
+    std::cout << kCommands << "\n" << options << "\n";
+    return 0;
+  }
+  const std::string format = format_of(vm);
+  const real_pool::LiveOptions settings = live_settings(vm);
+  try {
+    if (command == "calibrate") {
+      const real_pool::Calibration c = real_pool::calibrate(settings.dsn);
+      emit(vm, format == "json" ? c.json.dump(1) + "\n" : c.ini);
+      return 0;
+    }
+    std::filesystem::path base_dir;
+    const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+    const Scenario scenario = make_scenario(values, base_dir);
+    Json result;
+    {
+      ProgressBar bar(!vm.count("no-progress"));
+      auto progress = [&bar](double f) { bar.update(f); };
+      result = command == "live"
+                   ? real_pool::run_live(scenario, settings, progress)
+                   : real_pool::validate(scenario, settings, vm.count("calibrate") > 0, progress);
+    }
+    if (format == "json") {
+      emit(vm, result.dump(1) + "\n");
+    } else if (format == "csv") {
+      emit(vm, csv({command == "live" ? result : result["agreement"]}));
+    } else {
+      emit(vm, command == "live" ? render_table(result) : real_pool::validate_table(result));
+    }
+  } catch (const real_pool::LiveError& e) {
+    throw UsageError(real_pool::mask_password(e.what()));
+  } catch (const std::runtime_error& e) {
+    // A database that fails under a live run is a result, but one that cannot be reached or
+    // started is an error: report it without the password.
+    std::cerr << "poolsim: " << real_pool::mask_password(e.what()) << "\n";
+    return 1;
+  }
+  return 0;
+}
+#endif
+
 // Error lines may quote bytes from a user's file: never send control characters to a terminal.
 std::string printable(const std::string& text) {
   std::string out;
@@ -643,8 +719,14 @@ int run(int argc, char** argv) {
     if (command == "sweep") return sweep_command(args);
     if (command == "analytic") return analytic_command(args);
     if (command == "size") return size_command(args);
+#ifdef POOLSIM_WITH_LIBPQ
+    if (command == "live" || command == "calibrate" || command == "validate") {
+      return live_command(command, args);
+    }
+#endif
     throw UsageError("unknown command " + command +
-                     " (commands: simulate, sweep, analytic, size; see poolsim --help)");
+                     " (commands: simulate, sweep, analytic, size, live, calibrate, validate; see "
+                     "poolsim --help)");
   } catch (const UsageError& e) {
     std::cerr << "poolsim: " << printable(e.what()) << "\n";
   } catch (const ScenarioError& e) {

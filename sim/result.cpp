@@ -227,9 +227,11 @@ std::string render_table(const Json& r) {
       << "  " << cfg("app.processes") << " process(es), " << cfg("workload.arrival") << " "
       << cfg("workload.rate") << "/s, hold " << cfg("workload.service") << ", connect "
       << cfg("database.connect") << "\n"
-      << "  " << number(r["sim_time_s"].get<double>(), 0) << " s simulated in "
+      << "  " << number(r["sim_time_s"].get<double>(), 0)
+      << (r.contains("events") ? " s simulated in " : " s measured live in ")
       << r["replications"].get<std::uint64_t>() << " replication(s), " << count(requests)
-      << " requests, " << count(r["events"].get<std::uint64_t>()) << " events, "
+      << " requests, "
+      << (r.contains("events") ? count(r["events"].get<std::uint64_t>()) + " events, " : "")
       << number(r["wall_s"].get<double>(), 2) << " s\n\n";
 
   const Json& e = r["errors"];

@@ -44,8 +44,9 @@ std::string metric_list() {
 
 double quantile_ms(const Histogram& h, double q) { return h.quantile(q) / 1e6; }
 
-// One replication's value of a target metric.
-double simulated(const std::string& key, const ReplicationStats& r) {
+}  // namespace
+
+double replication_metric(const std::string& key, const ReplicationStats& r) {
   const auto n = static_cast<double>(std::max<std::uint64_t>(r.requests, 1));
   if (key == "p_wait") return static_cast<double>(r.waited) / n;
   if (key == "timeouts") return static_cast<double>(r.timeouts) / n;
@@ -62,6 +63,22 @@ double simulated(const std::string& key, const ReplicationStats& r) {
   if (key == "connections.mean_open") return r.mean_open;
   return static_cast<double>(r.opened) / r.sim_time_s;  // connections.opened_per_s
 }
+
+double result_metric(const std::string& key, const Json& r) {
+  const double requests = std::max(1.0, r["requests"].get<double>());
+  if (key == "p_wait") return r["p_wait"].get<double>();
+  if (key == "timeouts") return r["timeouts"].get<double>() / requests;
+  if (key == "errors") {
+    const Json& e = r["errors"];
+    return (e["connect_failed"].get<double>() + e["too_many_connections"].get<double>() +
+            e["disconnect"].get<double>()) /
+           requests;
+  }
+  const auto dot = key.find('.');
+  return r[key.substr(0, dot)][key.substr(dot + 1)].get<double>();
+}
+
+namespace {
 
 // The exact value of a target metric, or nullopt when the model has no closed form for it.
 std::optional<double> exact(const std::string& key, const PoolMetrics& m, const Scenario& s) {
@@ -157,7 +174,7 @@ SizePoint simulated_point(const Scenario& base, const std::vector<Target>& targe
   for (int i = 0; i < s.replications; ++i) {
     const ReplicationStats r = run_replication(s, i);
     for (std::size_t t = 0; t < targets.size(); ++t)
-      per_target[t].push_back(simulated(targets[t].key, r));
+      per_target[t].push_back(replication_metric(targets[t].key, r));
   }
   std::vector<double> values, upper;
   for (const auto& samples : per_target) {

@@ -18,6 +18,12 @@ struct Target {
   double limit;     // the metric must be <= limit
 };
 
+// The value of a metric key (p_wait, timeouts, errors, wait_ms.p95, latency_ms.mean,
+// connections.mean_open, ...) for one replication, and in a result document. Shares are
+// fractions of the requests.
+double replication_metric(const std::string& key, const ReplicationStats& r);
+double result_metric(const std::string& key, const Json& result);
+
 // "p_wait<=0.05" -> {p_wait, 0.05}. Throws ScenarioError naming the text and what is allowed.
 Target parse_target(const std::string& text);
 

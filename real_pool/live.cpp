@@ -1,0 +1,621 @@
+#include "real_pool/live.hpp"
+
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <thread>
+#include <vector>
+
+#include "real_pool/fault_proxy.hpp"
+#include "real_pool/pg_pool.hpp"
+#include "real_pool/test_server.hpp"
+#include "sim/random.hpp"
+#include "sim/sizing.hpp"
+#include "sim/stats.hpp"
+#include "sim/workload.hpp"
+
+namespace poolsim::real_pool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void refuse(const sim::Scenario& s, const char* key, const std::string& why) {
+  for (const auto& [k, v] : s.echo) {
+    if (k == key) throw LiveError(std::string(key) + " = " + v + ": " + why);
+  }
+  throw LiveError(std::string(key) + ": " + why);
+}
+
+// A libpq connection for the runner's own queries (pg_stat_activity, pg_terminate_backend).
+class Admin {
+ public:
+  explicit Admin(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      const std::string why = PQerrorMessage(conn_);
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw LiveError("cannot connect to the database: " + why.substr(0, why.find('\n')));
+    }
+  }
+  ~Admin() {
+    if (conn_) PQfinish(conn_);
+  }
+  Admin(const Admin&) = delete;
+  Admin& operator=(const Admin&) = delete;
+
+  // The first column of the first row, or nullopt (also when the connection broke: a restart).
+  std::optional<std::string> value(const std::string& sql) {
+    if (!conn_ || PQstatus(conn_) != CONNECTION_OK) return std::nullopt;
+    PGresult* r = PQexec(conn_, sql.c_str());
+    std::optional<std::string> out;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+    PQclear(r);
+    return out;
+  }
+  void reconnect(const std::string& dsn) {
+    if (conn_) PQfinish(conn_);
+    conn_ = PQconnectdb(dsn.c_str());
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+// Host and port of a conninfo string, for the fault proxy to forward to.
+std::pair<std::string, int> host_and_port(const std::string& dsn) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(dsn.c_str(), &error);
+  if (!options) {
+    const std::string why = error ? error : "cannot parse";
+    PQfreemem(error);
+    throw LiveError("--dsn: " + why);
+  }
+  std::string host = "127.0.0.1";
+  int port = 5432;
+  for (PQconninfoOption* o = options; o->keyword; ++o) {
+    if (!o->val) continue;
+    if (std::string(o->keyword) == "host" || std::string(o->keyword) == "hostaddr") host = o->val;
+    if (std::string(o->keyword) == "port") port = std::atoi(o->val);
+  }
+  PQconninfoFree(options);
+  return {host, port};
+}
+
+struct Outcome {
+  enum Kind { kCompleted, kTimeout, kConnectFailed, kTooMany, kDisconnect } kind;
+  bool counted;
+  bool waited;
+  std::int64_t wait_ns;
+  std::int64_t latency_ns;
+};
+
+class LiveRun {
+ public:
+  LiveRun(const sim::Scenario& s, const LiveOptions& o) : s_(s), options_(o) {
+    if (s.arrival == sim::Arrival::kClosed) {
+      refuse(s, "workload.arrival",
+             "live runs replay open-loop workloads (poisson, constant, onoff, diurnal, trace)");
+    }
+    if (s.connect_fail > 0)
+      refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
+    const bool own = o.dsn == "auto";
+    if (!own && !s.outages.empty()) {
+      refuse(s, "database.outages", "restarts need a server the run starts itself (--dsn auto)");
+    }
+    if (own) {
+      server_ = std::make_unique<TestServer>();
+      if (s.max_connections != 100)
+        server_->set_parameter("max_connections", std::to_string(s.max_connections));
+      dsn_ = server_->dsn();
+    } else {
+      dsn_ = o.dsn;
+    }
+    admin_ = std::make_unique<Admin>(dsn_);
+    if (!own) {
+      const auto max = admin_->value("SHOW max_connections");
+      if (max && std::stoi(*max) != s.max_connections) {
+        refuse(s, "database.max_connections",
+               "the server has " + *max +
+                   "; a live run sets it only on a server it starts (--dsn auto)");
+      }
+    }
+    application_ = "poolsim_live_" + std::to_string(::getpid());
+    std::string pool_dsn = dsn_ + " application_name=" + application_;
+    if (s.idle_session_timeout.count() > 0) {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(s.idle_session_timeout).count();
+      pool_dsn += " options='-c idle_session_timeout=" + std::to_string(ms) + "'";
+    }
+    if (s.idle_drop_after.count() > 0) {
+      const auto [host, port] = host_and_port(dsn_);
+      proxy_ = std::make_unique<FaultProxy>(host, port);
+      proxy_->set_idle_kill(
+          std::chrono::duration_cast<std::chrono::milliseconds>(s.idle_drop_after));
+      pool_dsn += " host=127.0.0.1 port=" + std::to_string(proxy_->port());
+    }
+    for (int p = 0; p < s.processes; ++p)
+      pools_.push_back(std::make_unique<PgPool>(pool_dsn, s.pool));
+    busy_.assign(static_cast<std::size_t>(s.processes), 0);
+  }
+
+  ~LiveRun() {
+    for (std::thread& t : workers_) t.join();
+  }
+
+  sim::Json run(const sim::Progress& progress) {
+    const auto wall_start = Clock::now();
+    start_ = Clock::now();
+    const Clock::time_point end = start_ + s_.warmup + s_.duration;
+    std::atomic<bool> done{false};
+    std::thread monitor([&] { monitor_loop(done, end); });
+    std::thread faults([&] { fault_loop(done, end); });
+
+    sim::Workload workload(s_, 0);
+    sim::Rng routing = sim::stream_rng(s_.seed, sim::Stream::kRouting, 0);
+    std::uint64_t next_process = 0;
+    while (auto request = workload.next()) {
+      std::this_thread::sleep_until(start_ + request->at.time_since_epoch());
+      const auto process =
+          static_cast<std::size_t>(s_.routing == sim::Routing::kRandom
+                                       ? routing.below(static_cast<std::uint64_t>(s_.processes))
+                                       : next_process++ % static_cast<std::uint64_t>(s_.processes));
+      dispatch(process, *request);
+      if (progress)
+        progress(std::min(0.99, to_seconds(request->at.time_since_epoch()) /
+                                    to_seconds(s_.warmup + s_.duration)));
+    }
+    std::this_thread::sleep_until(end);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      idle_cv_.wait(lock, [this] { return in_flight_ == 0; });
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    done = true;
+    monitor.join();
+    faults.join();
+
+    sim::ReplicationStats stats;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats = std::move(stats_);
+    }
+    std::uint64_t opened = 0, closed = 0;
+    for (const auto& pool : pools_) {
+      opened += pool->counters().opened;
+      closed += pool->counters().closed;
+    }
+    stats.opened = opened - opened_at_warmup_;
+    stats.closed = closed - closed_at_warmup_;
+    stats.sim_time_s = to_seconds(s_.duration);
+    const double wall = std::chrono::duration<double>(Clock::now() - wall_start).count();
+    sim::Json result = sim::simulation_result(s_, {stats}, wall);
+    result["mode"] = "live";
+    result.erase("events");
+    return result;
+  }
+
+ private:
+  struct Job {
+    std::size_t process;
+    Clock::time_point arrival;
+    Duration hold;
+    bool counted;
+  };
+
+  void dispatch(std::size_t process, const sim::PlannedRequest& request) {
+    Job job{process, start_ + request.at.time_since_epoch(), request.hold,
+            request.at >= Instant(s_.warmup)};
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++in_flight_;
+    jobs_.push_back(job);
+    // Open loop: a request never waits for a worker thread; one is started when none is free.
+    if (idle_workers_ == 0) {
+      workers_.emplace_back([this] { worker_loop(); });
+    } else {
+      work_cv_.notify_one();
+    }
+  }
+
+  void worker_loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      ++idle_workers_;
+      work_cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      --idle_workers_;
+      if (jobs_.empty()) return;
+      Job job = jobs_.front();
+      jobs_.pop_front();
+      // app.threads: a process serves at most that many requests at once, the rest queue.
+      if (s_.threads > 0) {
+        thread_cv_.wait(lock, [&] { return busy_[job.process] < s_.threads; });
+      }
+      ++busy_[job.process];
+      lock.unlock();
+      const Outcome outcome = serve(job);
+      lock.lock();
+      --busy_[job.process];
+      thread_cv_.notify_all();
+      record(outcome);
+      if (--in_flight_ == 0) idle_cv_.notify_all();
+    }
+  }
+
+  Outcome serve(const Job& job) {
+    PgPool& pool = *pools_[job.process];
+    const auto checkout_start = Clock::now();
+    Outcome out{Outcome::kCompleted, job.counted, false, 0, 0};
+    auto since = [](Clock::time_point t) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
+    };
+    PgPool::Handle handle;
+    try {
+      handle = pool.checkout();
+    } catch (const PoolError& e) {
+      out.wait_ns = since(checkout_start);
+      out.waited = out.wait_ns > 0;
+      out.kind = e.kind == PoolError::Kind::kTimeout              ? Outcome::kTimeout
+                 : e.kind == PoolError::Kind::kTooManyConnections ? Outcome::kTooMany
+                                                                  : Outcome::kConnectFailed;
+      return out;
+    }
+    out.wait_ns = since(checkout_start);
+    // A checkout that found an idle connection takes microseconds: count it as no wait, as
+    // the simulation does, and only waits for a connection or a connect as waits.
+    out.waited = out.wait_ns > std::chrono::nanoseconds(kNoWait).count();
+    const std::string seconds = std::to_string(to_seconds(job.hold));
+    const char* values[] = {seconds.c_str()};
+    const std::string& sql = options_.sql.empty() ? kSleep : options_.sql;
+    PGresult* r = PQexecParams(handle.conn(), sql.c_str(),
+                               options_.sql.empty() || sql.find("$1") != std::string::npos ? 1 : 0,
+                               nullptr, values, nullptr, nullptr, 0);
+    const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+      out.kind = Outcome::kDisconnect;
+      if (PQstatus(handle.conn()) == CONNECTION_BAD) {
+        handle.disconnected();
+      } else {
+        handle.invalidate();
+      }
+      return out;
+    }
+    handle.release();
+    out.latency_ns = since(job.arrival);
+    return out;
+  }
+
+  void record(const Outcome& o) {
+    if (!o.counted) return;
+    sim::ReplicationStats& s = stats_;
+    ++s.requests;
+    s.wait.add(o.wait_ns);
+    if (o.waited) ++s.waited;
+    switch (o.kind) {
+      case Outcome::kCompleted:
+        ++s.completed;
+        s.latency.add(o.latency_ns);
+        break;
+      case Outcome::kTimeout: ++s.timeouts; break;
+      case Outcome::kConnectFailed: ++s.connect_failed; break;
+      case Outcome::kTooMany: ++s.too_many_connections; break;
+      case Outcome::kDisconnect: ++s.disconnect; break;
+    }
+  }
+
+  // Samples open connections every few milliseconds, and the server's count of the run's
+  // backends every 50 ms, over the measured window.
+  void monitor_loop(std::atomic<bool>& done, Clock::time_point end) {
+    const Clock::time_point warm = start_ + s_.warmup;
+    double open_sum = 0, in_use_sum = 0, peak_open = 0, peak_server = 0;
+    std::uint64_t samples = 0;
+    bool warm_seen = false;
+    auto next_server = Clock::now();
+    while (!done) {
+      const auto now = Clock::now();
+      if (!warm_seen && now >= warm) {
+        warm_seen = true;
+        for (const auto& pool : pools_) {
+          opened_at_warmup_ += pool->counters().opened;
+          closed_at_warmup_ += pool->counters().closed;
+        }
+      }
+      if (now >= warm && now < end) {
+        double open = 0, in_use = 0;
+        for (const auto& pool : pools_) {
+          open += static_cast<double>(pool->open_connections());
+          in_use += static_cast<double>(pool->status().checkedout);
+        }
+        open_sum += open;
+        in_use_sum += std::max(0.0, in_use);
+        peak_open = std::max(peak_open, open);
+        ++samples;
+        if (now >= next_server) {
+          next_server = now + std::chrono::milliseconds(50);
+          if (auto n =
+                  admin_->value("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
+                                application_ + "'")) {
+            peak_server = std::max(peak_server, std::stod(*n));
+          }
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.mean_open = samples ? open_sum / static_cast<double>(samples) : 0;
+    stats_.mean_in_use = samples ? in_use_sum / static_cast<double>(samples) : 0;
+    stats_.peak_open = peak_open;
+    stats_.peak_server = peak_server;
+  }
+
+  // network.drop_rate: pg_terminate_backend of one of the run's backends at the times of a
+  // Poisson process whose rate is drop_rate per connection per hour times the connections open.
+  // database.outages: the run's own server is stopped and started again.
+  void fault_loop(std::atomic<bool>& done, Clock::time_point end) {
+    sim::Rng rng = sim::stream_rng(s_.seed, sim::Stream::kDrops, 0);
+    std::size_t outage = 0;
+    bool down = false;
+    while (!done && Clock::now() < end) {
+      const auto elapsed = Clock::now() - start_;
+      if (outage < s_.outages.size()) {
+        const sim::Outage& o = s_.outages[outage];
+        if (!down && elapsed >= o.start) {
+          server_->stop();
+          down = true;
+        } else if (down && elapsed >= o.start + o.length) {
+          server_->start();
+          admin_->reconnect(dsn_);
+          down = false;
+          ++outage;
+        }
+      }
+      if (s_.drop_rate > 0 && !down) {
+        double open = 0;
+        for (const auto& pool : pools_) open += static_cast<double>(pool->open_connections());
+        const double per_tick = s_.drop_rate / 3600.0 * open * 0.005;  // a 5 ms tick
+        if (rng.uniform() < per_tick) {
+          admin_->value(
+              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" +
+              application_ + "' ORDER BY random() LIMIT 1");
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (down) server_->start();
+  }
+
+  static constexpr std::chrono::microseconds kNoWait{200};
+  inline static const std::string kSleep = "SELECT pg_sleep($1)";
+
+  const sim::Scenario& s_;
+  LiveOptions options_;
+  std::unique_ptr<TestServer> server_;
+  std::string dsn_;
+  std::string application_;
+  std::unique_ptr<Admin> admin_;
+  std::unique_ptr<FaultProxy> proxy_;
+  std::vector<std::unique_ptr<PgPool>> pools_;
+  Clock::time_point start_{};
+
+  std::mutex mutex_;
+  std::condition_variable work_cv_, idle_cv_, thread_cv_;
+  std::deque<Job> jobs_;
+  std::vector<std::thread> workers_;
+  std::vector<int> busy_;
+  int idle_workers_ = 0;
+  std::uint64_t in_flight_ = 0;
+  bool stopping_ = false;
+  sim::ReplicationStats stats_;
+  std::uint64_t opened_at_warmup_ = 0, closed_at_warmup_ = 0;
+};
+
+}  // namespace
+
+std::string mask_password(const std::string& conninfo) {
+  static const std::regex kPassword(R"((password\s*=\s*)('([^'\\]|\\.)*'|\S+))", std::regex::icase);
+  static const std::regex kUriPassword(R"((postgres(ql)?://[^:/@\s]*:)[^@\s]*@)",
+                                       std::regex::icase);
+  return std::regex_replace(std::regex_replace(conninfo, kPassword, "$1****"), kUriPassword,
+                            "$1****@");
+}
+
+sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
+                   const sim::Progress& progress) {
+  LiveRun run(scenario, options);
+  return run.run(progress);
+}
+
+Calibration calibrate(const std::string& dsn_in, int samples) {
+  std::unique_ptr<TestServer> server;
+  const std::string dsn =
+      dsn_in == "auto" ? (server = std::make_unique<TestServer>())->dsn() : dsn_in;
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  std::vector<double> connect, ping, reset, statement;
+  sim::Rng rng(20261125, 0);
+  for (int i = 0; i < samples; ++i) {
+    const auto t = Clock::now();
+    PGconn* c = PQconnectdb(dsn.c_str());
+    const double took = ms_since(t);
+    if (PQstatus(c) != CONNECTION_OK) {
+      const std::string why = PQerrorMessage(c);
+      PQfinish(c);
+      throw LiveError("cannot connect to " + mask_password(dsn) + ": " +
+                      why.substr(0, why.find('\n')));
+    }
+    connect.push_back(took);
+    for (int k = 0; k < 5; ++k) {
+      auto t0 = Clock::now();
+      PQclear(PQexec(c, "SELECT 1"));
+      ping.push_back(ms_since(t0));
+      PQclear(PQexec(c, "BEGIN"));
+      PQclear(PQexec(c, "SELECT 1"));
+      t0 = Clock::now();
+      PQclear(PQexec(c, "ROLLBACK"));
+      reset.push_back(ms_since(t0));
+      // What `SELECT pg_sleep(h)` costs beyond h: PostgreSQL sleeps in whole milliseconds
+      // (rounding up) and the statement needs its round trip.
+      const double h = 0.001 + 0.019 * rng.uniform();
+      const std::string sql = "SELECT pg_sleep(" + std::to_string(h) + ")";
+      t0 = Clock::now();
+      PQclear(PQexec(c, sql.c_str()));
+      statement.push_back(std::max(0.0, ms_since(t0) - h * 1e3));
+    }
+    PQfinish(c);
+  }
+  // Each cost as a lognormal with the measured mean and coefficient of variation, and the
+  // measured percentiles for the reader to judge the fit.
+  Calibration out;
+  out.json = sim::Json::object();
+  sim::Json options = sim::Json::object();
+  out.ini = "[database]\n";
+  for (auto& [name, values] : std::vector<std::pair<std::string, std::vector<double>*>>{
+           {"connect", &connect}, {"ping", &ping}, {"reset", &reset}, {"statement", &statement}}) {
+    std::vector<double>& v = *values;
+    std::sort(v.begin(), v.end());
+    double mean = 0, sq = 0;
+    for (double x : v) mean += x / static_cast<double>(v.size());
+    for (double x : v) sq += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
+    const double cv = mean > 0 ? std::sqrt(sq) / mean : 0;
+    auto pct = [&v](double q) {
+      return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+    };
+    char spec[128];
+    std::snprintf(spec, sizeof spec, "lognormal:mean=%.0fus,cv=%.2f", mean * 1e3,
+                  std::max(cv, 0.01));
+    out.json[name] = sim::Json{{"samples", v.size()}, {"mean_ms", mean},     {"cv", cv},
+                               {"p50_ms", pct(0.5)},  {"p95_ms", pct(0.95)}, {"max_ms", v.back()},
+                               {"distribution", spec}};
+    if (name == "statement") continue;  // not a scenario option: validate uses it (see there)
+    options["database." + name] = spec;
+    out.ini += name + " = " + spec + "\n";
+  }
+  out.json["options"] = options;
+  out.json["dsn"] = mask_password(dsn);
+  return out;
+}
+
+namespace {
+
+// What validate compares, and the tolerance it allows on top of the simulation's 95% interval.
+// The live run is one replication measured on a real machine: a checkout of an idle connection
+// costs microseconds that the model counts as no wait (p_wait counts waits above 200 us),
+// pg_sleep and the round trip add a fraction of a millisecond to every hold, threads wake up
+// late by up to a millisecond under load, and the server's connection count is sampled every
+// 50 ms. The tolerances are those noise levels, no more.
+struct Compared {
+  const char* key;
+  double absolute;
+  double relative;
+};
+constexpr Compared kCompared[] = {
+    {"p_wait", 0.03, 0.0},
+    {"timeouts", 0.01, 0.0},
+    {"errors", 0.01, 0.0},
+    {"wait_ms.mean", 1.0, 0.10},
+    {"wait_ms.p95", 2.0, 0.15},
+    {"latency_ms.mean", 1.0, 0.05},
+    {"connections.opened_per_s", 0.5, 0.15},
+    {"connections.mean_open", 0.5, 0.10},
+    {"connections.peak_server", 2.0, 0.0},
+};
+
+}  // namespace
+
+sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
+                   const sim::Progress& progress) {
+  sim::Scenario s = scenario;
+  sim::Json calibration;
+  if (calibrate_first) {
+    const Calibration c = calibrate(options.dsn);
+    calibration = c.json;
+    for (const auto& item : c.json["options"].items()) {
+      const std::string spec = item.value().get<std::string>();
+      const sim::Distribution d = sim::Distribution::parse(spec);
+      if (item.key() == "database.connect") s.connect = d;
+      if (item.key() == "database.ping") s.ping = d;
+      if (item.key() == "database.reset") s.reset = d;
+      for (auto& [k, v] : s.echo) {
+        if (k == item.key()) v = spec;
+      }
+    }
+  }
+  if (calibrate_first) {
+    // A live request holds its connection for pg_sleep(hold) plus the statement's overhead,
+    // and sends no ROLLBACK afterwards (autocommit: no transaction is open). The simulation's
+    // after-hold cost, database.reset, is where that time belongs: the connection is busy and
+    // the request not finished.
+    const std::string spec = calibration["statement"]["distribution"].get<std::string>();
+    s.reset = sim::Distribution::parse(spec);
+    for (auto& [k, v] : s.echo) {
+      if (k == "database.reset") v = spec + " (measured statement overhead)";
+    }
+  }
+  const sim::Json live = run_live(s, options, [&progress](double f) {
+    if (progress) progress(0.8 * f);
+  });
+  s.replications = std::max(10, s.replications);
+  std::vector<sim::ReplicationStats> runs;
+  for (int i = 0; i < s.replications; ++i) {
+    runs.push_back(sim::run_replication(s, i));
+    if (progress) progress(0.8 + 0.2 * (i + 1) / s.replications);
+  }
+  const sim::Json simulated = sim::simulation_result(s, runs, 0);
+  sim::Json agreement = sim::Json::object();
+  sim::Json tolerance = sim::Json::object();
+  for (const Compared& c : kCompared) {
+    std::vector<double> values;
+    for (const sim::ReplicationStats& r : runs) values.push_back(sim::replication_metric(c.key, r));
+    const sim::Estimate e = sim::student_t95(values);
+    const double live_value = sim::result_metric(c.key, live);
+    const double allowed = e.half_width + c.absolute + c.relative * std::abs(e.mean);
+    agreement[c.key] = sim::Json{{"live", live_value},
+                                 {"sim", e.mean},
+                                 {"ci95", e.half_width},
+                                 {"allowed", allowed},
+                                 {"within", std::abs(live_value - e.mean) <= allowed}};
+    tolerance[c.key] = sim::Json{{"absolute", c.absolute}, {"relative", c.relative}};
+  }
+  sim::Json report{
+      {"live", live}, {"sim", simulated}, {"agreement", agreement}, {"tolerance", tolerance}};
+  if (calibrate_first) report["calibration"] = calibration;
+  return report;
+}
+
+std::string validate_table(const sim::Json& report) {
+  std::string out = "poolsim validate: the same workload live and simulated (" +
+                    report["sim"]["replications"].dump() + " replications)\n\n";
+  char line[200];
+  std::snprintf(line, sizeof line, "  %-26s %12s %12s %12s %12s  %s\n", "metric", "live", "sim",
+                "sim ±95%", "allowed ±", "verdict");
+  out += line;
+  int agree = 0, total = 0;
+  for (const auto& item : report["agreement"].items()) {
+    const sim::Json& a = item.value();
+    const bool within = a["within"].get<bool>();
+    agree += within;
+    ++total;
+    std::snprintf(line, sizeof line, "  %-26s %12.4g %12.4g %12.4g %12.4g  %s\n",
+                  item.key().c_str(), a["live"].get<double>(), a["sim"].get<double>(),
+                  a["ci95"].get<double>(), a["allowed"].get<double>(),
+                  within ? "agrees" : "DIFFERS");
+    out += line;
+  }
+  out += "\n  " + std::to_string(agree) + " of " + std::to_string(total) +
+         " metrics agree (allowed = the 95% interval + a stated tolerance for measurement noise)\n";
+  return out;
+}
+
+}  // namespace poolsim::real_pool

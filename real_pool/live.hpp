@@ -1,0 +1,53 @@
+// `poolsim live`: a scenario's workload run in real time against PostgreSQL through PgPool.
+//
+// The arrivals and hold times are the simulation's (sim::Workload, same seed): each request
+// checks out, runs `SELECT pg_sleep(hold)` (or the user's SQL), and returns its connection.
+// The load is open loop: a dispatcher releases each request at its planned instant whatever
+// the pool is doing, so a slow pool shows up as waits, never as fewer arrivals. Faults are real:
+// pg_terminate_backend for network.drop_rate, the session's idle_session_timeout, the fault
+// proxy for network.idle_drop_after, server restarts for database.outages and the server's own
+// max_connections (both only on a server the run starts itself, --dsn auto).
+#pragma once
+
+#include <string>
+
+#include "sim/model.hpp"
+#include "sim/result.hpp"
+#include "sim/scenario.hpp"
+
+namespace poolsim::real_pool {
+
+struct LiveOptions {
+  std::string dsn = "auto";  // "auto": start a throw-away PostgreSQL for the run
+  std::string sql;           // run by each request with $1 = its hold in seconds; "" = pg_sleep
+};
+
+// Thrown when a scenario asks for something a live run cannot do (one line, key and value).
+struct LiveError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Runs the scenario once (replication 0) in real time and returns the result schema with
+// "mode": "live".
+sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
+                   const sim::Progress& progress = {});
+
+// `poolsim calibrate`: measures connect, ping (SELECT 1), reset (ROLLBACK of an open
+// transaction) and a round trip on the server, and returns them as [database] distributions.
+struct Calibration {
+  sim::Json json;  // {"connect": {"mean_ms",...}, ..., "options": {"database.connect": "...", ...}}
+  std::string ini;  // the [database] section to paste into a scenario file
+};
+Calibration calibrate(const std::string& dsn, int samples = 50);
+
+// `poolsim validate`: the scenario live, then simulated with `replications` (at least 10), and
+// for each metric whether the live figure lies within the simulation's 95% interval widened by
+// the tolerance for measurement noise (stated per metric in the result's "tolerance").
+sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
+                   const sim::Progress& progress = {});
+std::string validate_table(const sim::Json& report);
+
+// The password of a conninfo string replaced by "****", for output, logs and errors.
+std::string mask_password(const std::string& conninfo);
+
+}  // namespace poolsim::real_pool
