@@ -161,9 +161,11 @@ std::map<std::string, std::string> scenario_values(const po::variables_map& vm,
   return values;
 }
 
-po::variables_map parse_command(const std::vector<std::string>& args,
-                                const po::options_description& options, int max_files,
-                                std::vector<std::string>* files) {
+// Parses a command's arguments; for --help prints `usage` and the options and returns nullopt.
+std::optional<po::variables_map> parse_command(const std::vector<std::string>& args,
+                                               const po::options_description& options,
+                                               int max_files, std::vector<std::string>* files,
+                                               const std::string& usage) {
   po::options_description all;
   all.add(options);
   all.add_options()("scenario-file", po::value<std::vector<std::string>>(), "");
@@ -185,7 +187,18 @@ po::variables_map parse_command(const std::vector<std::string>& args,
                                     : "one scenario file only (got " + files->front() + " and " +
                                           (*files)[1] + ")");
   }
+  if (vm.count("help")) {
+    std::cout << usage << "\n" << options << "\n";
+    return std::nullopt;
+  }
   return vm;
+}
+
+// The scenario a command runs: its file (if any) overridden by the command line.
+Scenario scenario_of(const po::variables_map& vm, const std::vector<std::string>& files) {
+  std::filesystem::path base_dir;
+  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  return make_scenario(values, base_dir);
 }
 
 // A progress bar on stderr, only when stderr is a terminal; at most ten updates a second.
@@ -245,20 +258,16 @@ int simulate_command(const std::vector<std::string>& args) {
   po::options_description options(160, 80);
   options.add(output_options()).add(scenario_options());
   std::vector<std::string> files;
-  const po::variables_map vm = parse_command(args, options, 1, &files);
-  if (vm.count("help")) {
-    std::cout
-        << "usage: poolsim simulate [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
-           "[--output FILE]\n\nRuns the model and prints the result. Durations take units "
-           "(250us, 30ms, 1.5s, 10min, 2h);\nrates are per second; distributions are const:D, "
-           "exp:MEAN, uniform:LOW,HIGH,\nlognormal:mean=M,cv=C or empirical:FILE.csv.\n\n"
-        << options << "\n";
-    return 0;
-  }
+  const auto parsed = parse_command(
+      args, options, 1, &files,
+      "usage: poolsim simulate [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
+      "[--output FILE]\n\nRuns the model and prints the result. Durations take units "
+      "(250us, 30ms, 1.5s, 10min, 2h);\nrates are per second; distributions are const:D, "
+      "exp:MEAN, uniform:LOW,HIGH,\nlognormal:mean=M,cv=C or empirical:FILE.csv.\n\n");
+  if (!parsed) return 0;
+  const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
-  std::filesystem::path base_dir;
-  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
-  const Scenario scenario = make_scenario(values, base_dir);
+  const Scenario scenario = scenario_of(vm, files);
   Json result;
   {
     ProgressBar bar(!vm.count("no-progress"));
@@ -336,14 +345,13 @@ int sweep_command(const std::vector<std::string>& args) {
   po::options_description options(160, 80);
   options.add(sweep_options()).add(output_options()).add(scenario_options());
   std::vector<std::string> files;
-  const po::variables_map vm = parse_command(args, options, 1, &files);
-  if (vm.count("help")) {
-    std::cout << "usage: poolsim sweep [SCENARIO.ini] --grid KEY=V1,V2,... [--grid "
-                 "KEY=START:STOP:STEP ...] [--jobs N]\n\nRuns every combination of the grid "
-                 "values (the first --grid varies slowest), one row per point.\n\n"
-              << options << "\n";
-    return 0;
-  }
+  const auto parsed =
+      parse_command(args, options, 1, &files,
+                    "usage: poolsim sweep [SCENARIO.ini] --grid KEY=V1,V2,... [--grid "
+                    "KEY=START:STOP:STEP ...] [--jobs N]\n\nRuns every combination of the grid "
+                    "values (the first --grid varies slowest), one row per point.\n\n");
+  if (!parsed) return 0;
+  const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
   if (!vm.count("grid")) throw UsageError("--grid: at least one --grid KEY=VALUES is required");
   std::vector<Grid> grids;
@@ -503,23 +511,19 @@ int analytic_command(const std::vector<std::string>& args) {
   po::options_description options(160, 80);
   options.add(output_options()).add(scenario_options());
   std::vector<std::string> files;
-  const po::variables_map vm = parse_command(args, options, 1, &files);
-  if (vm.count("help")) {
-    std::cout
-        << "usage: poolsim analytic [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
-           "[--output FILE]\n\nExact steady-state results where the scenario is Markovian: "
-           "Poisson arrivals, exponential\nholds, instant or exponential connects, no reset or "
-           "ping cost, no drops, recycle or outages.\nOtherwise it names the option that "
-           "prevents an exact answer and exits 2.\n\n"
-        << options << "\n";
-    return 0;
-  }
+  const auto parsed = parse_command(
+      args, options, 1, &files,
+      "usage: poolsim analytic [SCENARIO.ini] [--KEY=VALUE ...] [--format table|json|csv] "
+      "[--output FILE]\n\nExact steady-state results where the scenario is Markovian: "
+      "Poisson arrivals, exponential\nholds, instant or exponential connects, no reset or "
+      "ping cost, no drops, recycle or outages.\nOtherwise it names the option that "
+      "prevents an exact answer and exits 2.\n\n");
+  if (!parsed) return 0;
+  const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
-  std::filesystem::path base_dir;
-  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
   Json result;
   try {
-    result = analytic_result(make_scenario(values, base_dir));
+    result = analytic_result(scenario_of(vm, files));
   } catch (const NotExact& e) {
     throw UsageError(e.what());
   }
@@ -545,17 +549,15 @@ int size_command(const std::vector<std::string>& args) {
   po::options_description options(160, 80);
   options.add(sizing).add(output_options()).add(scenario_options());
   std::vector<std::string> files;
-  const po::variables_map vm = parse_command(args, options, 1, &files);
-  if (vm.count("help")) {
-    std::cout
-        << "usage: poolsim size [SCENARIO.ini] --target KEY<=VALUE ... [--max-size N] "
-           "[--overflow LIST]\n\nThe smallest pool.size that meets every target, and the "
-           "curve it came from. Exact where\npoolsim analytic is; otherwise a search over "
-           "simulations (10 replications per point, or\nthe scenario's replications if more), "
-           "a point meeting a target when its 95% upper\nconfidence bound does.\n\n"
-        << options << "\n";
-    return 0;
-  }
+  const auto parsed = parse_command(
+      args, options, 1, &files,
+      "usage: poolsim size [SCENARIO.ini] --target KEY<=VALUE ... [--max-size N] "
+      "[--overflow LIST]\n\nThe smallest pool.size that meets every target, and the "
+      "curve it came from. Exact where\npoolsim analytic is; otherwise a search over "
+      "simulations (10 replications per point, or\nthe scenario's replications if more), "
+      "a point meeting a target when its 95% upper\nconfidence bound does.\n\n");
+  if (!parsed) return 0;
+  const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
   if (!vm.count("target"))
     throw UsageError("--target: at least one --target KEY<=VALUE is required");
@@ -574,9 +576,7 @@ int size_command(const std::vector<std::string>& args) {
     if (n < 1 || n > 100000) throw UsageError("--max-size = " + text + ": must be 1 to 100000");
     max_size = static_cast<int>(n);
   }
-  std::filesystem::path base_dir;
-  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
-  const Scenario base = make_scenario(values, base_dir);
+  const Scenario base = scenario_of(vm, files);
   std::vector<int> overflows{base.pool.max_overflow};
   if (vm.count("overflow")) {
     overflows.clear();
@@ -638,11 +638,10 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
   options.add(live_options()).add(output_options());
   if (command != "calibrate") options.add(scenario_options());
   std::vector<std::string> files;
-  const po::variables_map vm = parse_command(args, options, command == "calibrate" ? 0 : 1, &files);
-  if (vm.count("help")) {
-    std::cout << kCommands << "\n" << options << "\n";
-    return 0;
-  }
+  const auto parsed =
+      parse_command(args, options, command == "calibrate" ? 0 : 1, &files, kCommands);
+  if (!parsed) return 0;
+  const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
   const real_pool::LiveOptions settings = live_settings(vm);
   try {
@@ -651,9 +650,7 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
       emit(vm, format == "json" ? c.json.dump(1) + "\n" : c.ini);
       return 0;
     }
-    std::filesystem::path base_dir;
-    const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
-    const Scenario scenario = make_scenario(values, base_dir);
+    const Scenario scenario = scenario_of(vm, files);
     Json result;
     {
       ProgressBar bar(!vm.count("no-progress"));
