@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -13,7 +14,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <regex>
 #include <thread>
 #include <vector>
 
@@ -423,11 +423,49 @@ class LiveRun {
 }  // namespace
 
 std::string mask_password(const std::string& conninfo) {
-  static const std::regex kPassword(R"((password\s*=\s*)('([^'\\]|\\.)*'|\S+))", std::regex::icase);
-  static const std::regex kUriPassword(R"((postgres(ql)?://[^:/@\s]*:)[^@\s]*@)",
-                                       std::regex::icase);
-  return std::regex_replace(std::regex_replace(conninfo, kPassword, "$1****"), kUriPassword,
-                            "$1****@");
+  std::string out = conninfo;
+  auto lower = [](std::string t) {
+    for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return t;
+  };
+  // URI form: postgresql://user:PASSWORD@host/...
+  const std::string folded = lower(out);
+  for (const char* scheme : {"postgresql://", "postgres://"}) {
+    const auto start = folded.find(scheme);
+    if (start == std::string::npos) continue;
+    const auto user = start + std::string(scheme).size();
+    const auto at = out.find('@', user);
+    const auto colon = out.find(':', user);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      out.replace(colon + 1, at - colon - 1, "****");
+    }
+    break;
+  }
+  // Keyword form: password = value, password='quoted \' value'
+  for (std::size_t from = 0;;) {
+    const auto key = lower(out).find("password", from);
+    if (key == std::string::npos) break;
+    std::size_t i = key + 8;
+    while (i < out.size() && std::isspace(static_cast<unsigned char>(out[i]))) ++i;
+    if (i >= out.size() || out[i] != '=') {
+      from = key + 8;
+      continue;
+    }
+    ++i;
+    while (i < out.size() && std::isspace(static_cast<unsigned char>(out[i]))) ++i;
+    std::size_t end = i;
+    if (end < out.size() && out[end] == '\'') {
+      for (++end; end < out.size() && out[end] != '\''; ++end) {
+        if (out[end] == '\\') ++end;
+      }
+      end = std::min(out.size(), end + 1);
+    } else {
+      while (end < out.size() && !std::isspace(static_cast<unsigned char>(out[end]))) ++end;
+    }
+    out.replace(i, end - i, "****");
+    from = i + 4;
+  }
+  return out;
 }
 
 sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
