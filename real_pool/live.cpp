@@ -31,10 +31,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 [[noreturn]] void refuse(const sim::Scenario& s, const char* key, const std::string& why) {
-  for (const auto& [k, v] : s.echo) {
-    if (k == key) throw LiveError(std::string(key) + " = " + v + ": " + why);
-  }
-  throw LiveError(std::string(key) + ": " + why);
+  throw LiveError(std::string(key) + " = " + s.option(key) + ": " + why);
 }
 
 // A libpq connection for the runner's own queries (pg_stat_activity, pg_terminate_backend).
@@ -584,22 +581,15 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
       const sim::Distribution d = sim::Distribution::parse(spec);
       if (item.key() == "database.connect") s.connect = d;
       if (item.key() == "database.ping") s.ping = d;
-      if (item.key() == "database.reset") s.reset = d;
-      for (auto& [k, v] : s.echo) {
-        if (k == item.key()) v = spec;
-      }
+      if (item.key() != "database.reset") s.set_option(item.key(), spec);  // see below
     }
-  }
-  if (calibrate_first) {
     // A live request holds its connection for pg_sleep(hold) plus the statement's overhead,
     // and sends no ROLLBACK afterwards (autocommit: no transaction is open). The simulation's
     // after-hold cost, database.reset, is where that time belongs: the connection is busy and
     // the request not finished.
     const std::string spec = calibration["statement"]["distribution"].get<std::string>();
     s.reset = sim::Distribution::parse(spec);
-    for (auto& [k, v] : s.echo) {
-      if (k == "database.reset") v = spec + " (measured statement overhead)";
-    }
+    s.set_option("database.reset", spec + " (measured statement overhead)");
   }
   const sim::Json live = run_live(s, options, [&progress](double f) {
     if (progress) progress(0.8 * f);

@@ -254,6 +254,18 @@ std::string csv(const std::vector<Json>& rows) {
   return out.str();
 }
 
+// A result in the asked format: JSON as it is, CSV as one flattened row, or the command's table.
+void emit_result(const po::variables_map& vm, const std::string& format, const Json& result,
+                 std::string (*table)(const Json&)) {
+  if (format == "json") {
+    emit(vm, result.dump(1) + "\n");
+  } else if (format == "csv") {
+    emit(vm, csv({result}));
+  } else {
+    emit(vm, table(result));
+  }
+}
+
 int simulate_command(const std::vector<std::string>& args) {
   po::options_description options(160, 80);
   options.add(output_options()).add(scenario_options());
@@ -273,13 +285,7 @@ int simulate_command(const std::vector<std::string>& args) {
     ProgressBar bar(!vm.count("no-progress"));
     result = simulate(scenario, [&bar](double f) { bar.update(f); });
   }
-  if (format == "json") {
-    emit(vm, result.dump(1) + "\n");
-  } else if (format == "csv") {
-    emit(vm, csv({result}));
-  } else {
-    emit(vm, render_table(result));
-  }
+  emit_result(vm, format, result, render_table);
   return 0;
 }
 
@@ -527,13 +533,7 @@ int analytic_command(const std::vector<std::string>& args) {
   } catch (const NotExact& e) {
     throw UsageError(e.what());
   }
-  if (format == "json") {
-    emit(vm, result.dump(1) + "\n");
-  } else if (format == "csv") {
-    emit(vm, csv({result}));
-  } else {
-    emit(vm, analytic_table(result));
-  }
+  emit_result(vm, format, result, analytic_table);
   return 0;
 }
 
@@ -659,12 +659,12 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
                    ? real_pool::run_live(scenario, settings, progress)
                    : real_pool::validate(scenario, settings, vm.count("calibrate") > 0, progress);
     }
-    if (format == "json") {
-      emit(vm, result.dump(1) + "\n");
+    if (command == "live") {
+      emit_result(vm, format, result, render_table);
     } else if (format == "csv") {
-      emit(vm, csv({command == "live" ? result : result["agreement"]}));
+      emit(vm, csv({result["agreement"]}));
     } else {
-      emit(vm, command == "live" ? render_table(result) : real_pool::validate_table(result));
+      emit_result(vm, format, result, real_pool::validate_table);
     }
   } catch (const real_pool::LiveError& e) {
     throw UsageError(real_pool::mask_password(e.what()));

@@ -19,15 +19,8 @@
 namespace poolsim::sim {
 namespace {
 
-const std::string& value_of(const Scenario& s, const char* key) {
-  for (const auto& [k, v] : s.echo) {
-    if (k == key) return v;
-  }
-  throw std::logic_error(std::string("no option ") + key);
-}
-
 [[noreturn]] void not_exact(const Scenario& s, const char* key, const std::string& why) {
-  throw NotExact(std::string(key) + " = " + value_of(s, key) + ": " + why);
+  throw NotExact(std::string(key) + " = " + s.option(key) + ": " + why);
 }
 
 bool costs_nothing(const Distribution& d) {

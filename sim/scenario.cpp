@@ -208,6 +208,23 @@ std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::files
 
 }  // namespace
 
+const std::string& Scenario::option(const std::string& key) const {
+  for (const auto& [k, v] : echo) {
+    if (k == key) return v;
+  }
+  throw std::logic_error("no option " + key);
+}
+
+void Scenario::set_option(const std::string& key, const std::string& text) {
+  for (auto& [k, v] : echo) {
+    if (k == key) {
+      v = text;
+      return;
+    }
+  }
+  throw std::logic_error("no option " + key);
+}
+
 Scenario make_scenario(const std::map<std::string, std::string>& values,
                        const std::filesystem::path& base_dir) {
   Reader in(values, base_dir);

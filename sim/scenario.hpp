@@ -72,6 +72,11 @@ struct Scenario {
 
   // The options as given (after defaults), in table order: the "config" block of a result.
   std::vector<std::pair<std::string, std::string>> echo;
+
+  // The text an option was given as (or its default); std::logic_error for an unknown key.
+  const std::string& option(const std::string& key) const;
+  // Records in the echo that code changed an option after parsing (sizing, calibration).
+  void set_option(const std::string& key, const std::string& text);
 };
 
 struct OptionInfo {

@@ -108,10 +108,8 @@ Scenario with_size(const Scenario& base, int size, int overflow) {
   Scenario s = base;
   s.pool.pool_size = size;
   s.pool.max_overflow = overflow;
-  for (auto& [key, value] : s.echo) {
-    if (key == "pool.size") value = std::to_string(size);
-    if (key == "pool.max_overflow") value = std::to_string(overflow);
-  }
+  s.set_option("pool.size", std::to_string(size));
+  s.set_option("pool.max_overflow", std::to_string(overflow));
   return s;
 }
 
