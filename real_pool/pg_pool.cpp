@@ -1,6 +1,9 @@
 #include "real_pool/pg_pool.hpp"
 
+#include <poll.h>
+
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -83,12 +86,29 @@ bool too_many_clients(const std::string& message) {
          message.find("53300") != std::string::npos;
 }
 
+// libpq's connect_timeout from a conninfo string or URI (seconds; 0 or less = none), if set.
+std::optional<std::optional<Duration>> conninfo_connect_timeout(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  PQfreemem(error);  // a malformed conninfo is reported by the first connect, as libpq words it
+  std::optional<std::optional<Duration>> found;
+  for (PQconninfoOption* o = options; o != nullptr && o->keyword != nullptr; ++o) {
+    if (std::string(o->keyword) != "connect_timeout" || o->val == nullptr) continue;
+    const long seconds = std::strtol(o->val, nullptr, 10);
+    found = seconds > 0 ? std::optional<Duration>(std::chrono::seconds(seconds)) : std::nullopt;
+  }
+  PQconninfoFree(options);
+  return found;
+}
+
 }  // namespace
 
 class PoolState {
  public:
-  PoolState(std::string conninfo, const PoolConfig& config)
-      : conninfo_(std::move(conninfo)), core_(config) {}
+  PoolState(std::string conninfo, const PoolConfig& config, std::optional<Duration> timeout)
+      : conninfo_(std::move(conninfo)),
+        connect_timeout_(conninfo_connect_timeout(conninfo_).value_or(timeout)),
+        core_(config) {}
 
   mutable std::mutex mutex;
   PoolCore& core() { return core_; }
@@ -96,12 +116,14 @@ class PoolState {
   PgPool::Counters counters;  // guarded by mutex
   std::size_t open_connections() const { return conns_.size(); }
 
-  // The one place the real pool reads a clock. Called with the mutex held, so the core never
-  // sees time go backwards.
+  // The one place the real pool reads a clock.
+  static Instant steady_now() {
+    return Instant(
+        std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch()));
+  }
+  // The core's time. Called with the mutex held, so the core never sees time go backwards.
   Instant now() {
-    const auto since_epoch =
-        std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch());
-    last_now_ = std::max(last_now_, Instant(since_epoch));
+    last_now_ = std::max(last_now_, steady_now());
     return last_now_;
   }
 
@@ -151,13 +173,50 @@ class PoolState {
     return conn;
   }
 
-  // A new libpq connection; blocks. Runs without the mutex.
-  PGconn* connect() const {
+  // A new libpq connection, or nullptr with the error in `error`. Runs without the mutex.
+  // Non-blocking libpq (PQconnectStartParams + PQconnectPoll) waited on with poll(), so the
+  // deadline is kept on the pool's clock to the millisecond whatever the network does: a
+  // black-holed server costs connect_timeout, not the kernel's TCP retry time.
+  PGconn* connect(std::string& error) const {
     // Defaults first: the expanded conninfo (dbname, last) overrides them.
-    static const char* const kKeywords[] = {"application_name", "connect_timeout", "dbname",
-                                            nullptr};
-    const char* values[] = {"poolsim", "10", conninfo_.c_str(), nullptr};
-    return PQconnectdbParams(kKeywords, values, 1);
+    static const char* const kKeywords[] = {"application_name", "dbname", nullptr};
+    const char* values[] = {"poolsim", conninfo_.c_str(), nullptr};
+    PGconn* conn = PQconnectStartParams(kKeywords, values, 1);
+    if (conn == nullptr) {
+      error = "libpq: out of memory";
+      return nullptr;
+    }
+    const std::optional<Instant> deadline =
+        connect_timeout_ ? std::optional<Instant>(steady_now() + *connect_timeout_) : std::nullopt;
+    PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
+    while (PQstatus(conn) != CONNECTION_BAD && polling != PGRES_POLLING_OK &&
+           polling != PGRES_POLLING_FAILED) {
+      pollfd fd{PQsocket(conn), static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN
+                                                                                   : POLLOUT),
+                0};
+      int wait_ms = -1;
+      if (deadline) {
+        const Duration left = *deadline - steady_now();
+        wait_ms = left.count() <= 0
+                      ? 0
+                      : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      }
+      const int ready = wait_ms == 0 ? 0 : ::poll(&fd, 1, wait_ms);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0) {
+        error = "connection to the server timed out after " + format_duration(*connect_timeout_) +
+                " (connect_timeout)";
+        PQfinish(conn);
+        return nullptr;
+      }
+      polling = PQconnectPoll(conn);
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+      error = PQerrorMessage(conn);
+      PQfinish(conn);
+      return nullptr;
+    }
+    return conn;
   }
 
   bool closed = false;  // the PgPool is gone; handles still out close their connections
@@ -205,6 +264,7 @@ class PoolState {
   }
 
   std::string conninfo_;
+  std::optional<Duration> connect_timeout_;
   PoolCore core_;
   Instant last_now_ = kNever;
   std::uint64_t last_request_ = 0;
@@ -220,8 +280,8 @@ using detail::PoolState;
 using detail::Request;
 using detail::Work;
 
-PgPool::PgPool(std::string conninfo, PoolConfig config)
-    : state_(std::make_shared<PoolState>(std::move(conninfo), config)) {}
+PgPool::PgPool(std::string conninfo, PoolConfig config, std::optional<Duration> connect_timeout)
+    : state_(std::make_shared<PoolState>(std::move(conninfo), config, connect_timeout)) {}
 
 PgPool::~PgPool() {
   Work work;
@@ -296,13 +356,11 @@ PgPool::Handle PgPool::checkout() {
             [&](const OpenConnection& a) -> std::optional<Handle> {
               lock.unlock();
               work.run_closes();
-              PGconn* conn = s.connect();
-              const bool ok = conn != nullptr && PQstatus(conn) == CONNECTION_OK;
+              PGconn* conn = s.connect(error);
+              const bool ok = conn != nullptr;
               if (!ok) {
-                error = conn != nullptr ? PQerrorMessage(conn) : "libpq: out of memory";
                 error_kind = detail::too_many_clients(error) ? PoolError::Kind::kTooManyConnections
                                                              : PoolError::Kind::kConnectFailed;
-                PQfinish(conn);
               }
               lock.lock();
               if (ok) {

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -36,7 +37,7 @@ namespace poolsim::real_pool {
 struct PoolError : std::runtime_error {
   enum class Kind {
     kTimeout,             // the pool stayed exhausted for pool.timeout (SQLAlchemy's message)
-    kConnectFailed,       // PQconnectdb failed; the message is libpq's
+    kConnectFailed,       // the connect failed or timed out; the message is libpq's or ours
     kTooManyConnections,  // the server refused: "too many clients" (SQLSTATE 53300)
     kPingError,           // pre-ping failed with an error that is not a disconnect
   };
@@ -52,9 +53,13 @@ class PoolState;
 class PgPool {
  public:
   // conninfo is a libpq connection string or URI. application_name is "poolsim" unless
-  // conninfo sets it; connect_timeout is 10 s unless conninfo sets it. Throws
-  // std::invalid_argument for a config PoolCore refuses. Connects lazily, like QueuePool.
-  PgPool(std::string conninfo, PoolConfig config);
+  // conninfo sets it. A connect that has not finished after connect_timeout fails with
+  // kConnectFailed (nullopt: wait as long as the network does); a connect_timeout in conninfo
+  // (whole seconds, 0 = none) takes precedence, as it would for libpq. The deadline is kept
+  // on the pool's clock to the millisecond. Throws std::invalid_argument for a config PoolCore
+  // refuses. Connects lazily, like QueuePool.
+  PgPool(std::string conninfo, PoolConfig config,
+         std::optional<Duration> connect_timeout = std::chrono::seconds(10));
   // Closes every connection the pool holds. Handles still out stay usable and close their
   // connection when released. No checkout may be in flight (that is a use-after-free).
   ~PgPool();

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "real_pool/fault_proxy.hpp"
 #include "real_pool/test_server.hpp"
 
 namespace poolsim::real_pool {
@@ -56,6 +57,12 @@ class PgPoolTest : public ::testing::Test {
   }
 
   static std::string dsn() { return server_->dsn() + " application_name=" + kApp; }
+  // dsn() with the server's port replaced by another (a fault proxy's).
+  static std::string dsn_via(int port) {
+    std::string conninfo = dsn();
+    const std::string from = "port=" + std::to_string(server_->port());
+    return conninfo.replace(conninfo.find(from), from.size(), "port=" + std::to_string(port));
+  }
   static int connections() { return server_->connections(kApp); }
   static int wait_for_connections(int expected) {
     return server_->wait_for_connections(kApp, expected);
@@ -274,6 +281,37 @@ TEST_F(PgPoolTest, ConnectFailureIsReported) {
   }
   EXPECT_EQ(pool.open_connections(), 0u);
   EXPECT_EQ(pool.status().overflow, -1);  // the failed creation gave its place back
+}
+
+TEST_F(PgPoolTest, ConnectTimeoutIsKeptOnThePoolsClock) {
+  // The proxy accepts the TCP connection but holds back the upstream connect while the
+  // blackhole is on: without a timer of its own the pool would wait for the blackhole to end.
+  FaultProxy proxy("127.0.0.1", server_->port());
+  proxy.set_blackhole(true);
+  PgPool pool(dsn_via(proxy.port()), config_of(1, 0), milliseconds(300));
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pool.checkout();
+    FAIL() << "checkout succeeded through a black hole";
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kConnectFailed);
+    EXPECT_NE(std::string(e.what()).find("timed out after 300ms"), std::string::npos) << e.what();
+  }
+  // Not a speed check: the pool must not give up before its deadline.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(300));
+  EXPECT_EQ(pool.open_connections(), 0u);
+  EXPECT_EQ(pool.status().overflow, -1);  // the failed creation gave its place back
+  proxy.set_blackhole(false);
+  PgPool::Handle handle = pool.checkout();  // the network is back: the same pool recovers
+  EXPECT_TRUE(run(handle, "SELECT 1"));
+}
+
+TEST_F(PgPoolTest, ConnectTimeoutInTheConninfoTakesPrecedence) {
+  FaultProxy proxy("127.0.0.1", server_->port());
+  proxy.set_blackhole(true);
+  PgPool pool(dsn_via(proxy.port()) + " connect_timeout=1", config_of(1, 0),
+              std::nullopt);  // without the conninfo's 1 s this would hang
+  EXPECT_THROW(pool.checkout(), PoolError);
 }
 
 TEST_F(PgPoolTest, TooManyClients) {
