@@ -570,7 +570,7 @@ constexpr Compared kCompared[] = {
 }  // namespace
 
 sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
-                   const sim::Progress& progress) {
+                   const sim::Progress& progress, const LiveRunner& live_runner) {
   sim::Scenario s = scenario;
   sim::Json calibration;
   if (calibrate_first) {
@@ -591,9 +591,11 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
     s.reset = sim::Distribution::parse(spec);
     s.set_option("database.reset", spec + " (measured statement overhead)");
   }
-  const sim::Json live = run_live(s, options, [&progress](double f) {
+  const sim::Progress live_progress = [&progress](double f) {
     if (progress) progress(0.8 * f);
-  });
+  };
+  const sim::Json live =
+      live_runner ? live_runner(s, live_progress) : run_live(s, options, live_progress);
   s.replications = std::max(10, s.replications);
   std::vector<sim::ReplicationStats> runs;
   for (int i = 0; i < s.replications; ++i) {

@@ -9,6 +9,7 @@
 // max_connections (both only on a server the run starts itself, --dsn auto).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "sim/model.hpp"
@@ -43,8 +44,11 @@ Calibration calibrate(const std::string& dsn, int samples = 50);
 // `poolsim validate`: the scenario live, then simulated with `replications` (at least 10), and
 // for each metric whether the live figure lies within the simulation's 95% interval widened by
 // the tolerance for measurement noise (stated per metric in the result's "tolerance").
+// `live` runs the live side: run_live by default; Python's validate(against="sqlalchemy")
+// passes one that drives the same workload through a real SQLAlchemy engine.
+using LiveRunner = std::function<sim::Json(const sim::Scenario&, const sim::Progress&)>;
 sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
-                   const sim::Progress& progress = {});
+                   const sim::Progress& progress = {}, const LiveRunner& live = {});
 std::string validate_table(const sim::Json& report);
 
 // The password of a conninfo string replaced by "****", for output, logs and errors.

@@ -28,6 +28,7 @@
 #include "sim/exact.hpp"
 #include "sim/result.hpp"
 #include "sim/scenario.hpp"
+#include "sim/scenario_file.hpp"
 #include "sim/sizing.hpp"
 #include "sim/units.hpp"
 
@@ -129,31 +130,8 @@ std::map<std::string, std::string> scenario_values(const po::variables_map& vm,
   std::map<std::string, std::string> values;
   *base_dir = std::filesystem::current_path();
   if (!file.empty()) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in || std::filesystem::is_directory(file)) {
-      throw UsageError(file + ": cannot read the scenario file");
-    }
     *base_dir = std::filesystem::absolute(file).parent_path();
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte order mark
-    std::istringstream stream(text);
-    po::parsed_options parsed(nullptr);
-    try {
-      parsed = po::parse_config_file(stream, scenario_options(), true);
-    } catch (const po::error& e) {
-      throw UsageError(file + ": " + e.what());
-    }
-    for (const po::option& o : parsed.options) {
-      const std::string value = o.value.empty() ? "" : o.value.front();
-      if (o.unregistered) {
-        throw UsageError(file + ": " + o.string_key + " = " + value +
-                         ": unknown option (see poolsim --help)");
-      }
-      if (values.count(o.string_key)) {
-        throw UsageError(file + ": " + o.string_key + " is given twice");
-      }
-      values[o.string_key] = value;
-    }
+    values = read_scenario_file(file);
   }
   for (const OptionInfo& o : kOptions) {
     if (vm.count(o.key)) values[o.key] = vm[o.key].as<std::string>();

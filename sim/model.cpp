@@ -19,6 +19,7 @@
 #include "sim/model.hpp"
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <variant>
 
@@ -63,6 +64,7 @@ struct Request {
   std::uint32_t client = kNoClient;
   bool counted = false;
   std::optional<Duration> hold;  // from a trace
+  std::size_t sample = 0;        // its entry in Samples, when they are kept
   SlotId slot{};
   ConnId conn{};
 };
@@ -114,9 +116,11 @@ class Slab {  // objects named by a small integer, reused after release: no allo
 
 class Simulation {
  public:
-  Simulation(const Scenario& s, int replication, const Progress& progress)
+  Simulation(const Scenario& s, int replication, const Progress& progress, Samples* samples)
       : s_(s),
         progress_(progress),
+        samples_(samples),
+        replication_(replication),
         workload_(s, replication),
         service_(stream_rng(s.seed, Stream::kService, static_cast<std::uint64_t>(replication))),
         connect_(stream_rng(s.seed, Stream::kConnect, static_cast<std::uint64_t>(replication))),
@@ -346,13 +350,17 @@ class Simulation {
     Request& r = requests_[id];
     record_wait(r);
     if (r.counted) {
+      Samples::Outcome outcome = Samples::kConnectFailed;
       if (f.failure == Failure::kTimeout || f.failure == Failure::kNegativeTimeout) {
         ++stats_.timeouts;
+        outcome = Samples::kTimeout;
       } else if (f.cause == kCauseTooManyConnections) {
         ++stats_.too_many_connections;
+        outcome = Samples::kTooManyConnections;
       } else {
         ++stats_.connect_failed;
       }
+      if (samples_) samples_->outcome[r.sample] = outcome;
     }
     finish(id);
   }
@@ -362,7 +370,10 @@ class Simulation {
     Conn& c = conns_[static_cast<std::uint64_t>(r.conn)];
     if (dead_at_grant || c.dead) {
       in_use_.set(now_, --in_use_count_);
-      if (r.counted) ++stats_.disconnect;
+      if (r.counted) {
+        ++stats_.disconnect;
+        if (samples_) samples_->outcome[r.sample] = Samples::kDisconnect;
+      }
       feed(r.process, DisconnectDetected{r.slot});
       finish(id);
       return;
@@ -390,15 +401,25 @@ class Simulation {
     if (r.counted) {
       ++stats_.completed;
       stats_.latency.add((now_ - r.arrival).count());
+      if (samples_) samples_->latency_ms[r.sample] = 1e-6 * double((now_ - r.arrival).count());
     }
     finish(id);
   }
 
-  void record_wait(const Request& r) {
+  void record_wait(Request& r) {
     if (!r.counted) return;
     const std::int64_t wait = (now_ - r.checkout_start).count();
     stats_.wait.add(wait);
     if (wait > 0) ++stats_.waited;
+    if (samples_) {
+      r.sample = samples_->size();
+      samples_->arrival_s.push_back(1e-9 * double(r.arrival.time_since_epoch().count()));
+      samples_->wait_ms.push_back(1e-6 * double(wait));
+      samples_->latency_ms.push_back(std::numeric_limits<double>::quiet_NaN());
+      samples_->outcome.push_back(Samples::kCompleted);
+      samples_->replication.push_back(replication_);
+      samples_->process.push_back(static_cast<std::int32_t>(r.process));
+    }
   }
 
   // Every request ends here exactly once, whatever its outcome.
@@ -546,6 +567,8 @@ class Simulation {
 
   const Scenario& s_;
   const Progress& progress_;
+  Samples* samples_;  // nullptr unless the caller keeps per-request samples
+  std::int32_t replication_;
   Workload workload_;  // open-loop arrivals and their holds
   Rng service_, connect_, ping_, reset_, drops_, connect_fail_, routing_, think_;
   const Instant warmup_end_;
@@ -578,8 +601,8 @@ class Simulation {
 }  // namespace
 
 ReplicationStats run_replication(const Scenario& scenario, int replication,
-                                 const Progress& progress) {
-  return Simulation(scenario, replication, progress).run();
+                                 const Progress& progress, Samples* samples) {
+  return Simulation(scenario, replication, progress, samples).run();
 }
 
 }  // namespace poolsim::sim

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "sim/scenario.hpp"
 #include "sim/stats.hpp"
@@ -32,10 +33,30 @@ struct ReplicationStats {
   double sim_time_s = 0;
 };
 
+// Per-request samples, when a caller asks for them (Python's samples=True): one entry per request
+// counted in the window, in the order their checkouts were answered. Costs ~30 bytes a request.
+struct Samples {
+  enum Outcome : std::int8_t {
+    kCompleted = 0,
+    kTimeout = 1,
+    kConnectFailed = 2,
+    kTooManyConnections = 3,
+    kDisconnect = 4,
+  };
+  std::vector<double> arrival_s;        // arrival, seconds from the start of the run (warm-up too)
+  std::vector<double> wait_ms;          // checkout request to grant or failure
+  std::vector<double> latency_ms;       // arrival to the end of the reset; NaN unless completed
+  std::vector<std::int8_t> outcome;     // Outcome
+  std::vector<std::int32_t> replication;
+  std::vector<std::int32_t> process;
+  std::size_t size() const { return wait_ms.size(); }
+};
+
 // Called now and then with the fraction of the replication done (0..1), for progress bars.
 using Progress = std::function<void(double)>;
 
+// Runs one replication; appends its per-request samples to `samples` when given.
 ReplicationStats run_replication(const Scenario& scenario, int replication,
-                                 const Progress& progress = {});
+                                 const Progress& progress = {}, Samples* samples = nullptr);
 
 }  // namespace poolsim::sim

@@ -140,7 +140,7 @@ Json simulation_result(const Scenario& scenario, const std::vector<ReplicationSt
   return result;
 }
 
-Json simulate(const Scenario& scenario, const Progress& progress) {
+Json simulate(const Scenario& scenario, const Progress& progress, Samples* samples) {
   const auto started = std::chrono::steady_clock::now();
   std::vector<ReplicationStats> runs;
   runs.reserve(static_cast<std::size_t>(scenario.replications));
@@ -149,7 +149,7 @@ Json simulate(const Scenario& scenario, const Progress& progress) {
     if (progress) {
       part = [&, i](double f) { progress((i + f) / scenario.replications); };
     }
-    runs.push_back(run_replication(scenario, i, part));
+    runs.push_back(run_replication(scenario, i, part, samples));
   }
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

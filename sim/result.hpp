@@ -20,8 +20,9 @@ inline constexpr const char* kVersion = "0.1.0";
 Json simulation_result(const Scenario& scenario, const std::vector<ReplicationStats>& runs,
                        double wall_seconds);
 
-// Runs every replication of a scenario and builds its result.
-Json simulate(const Scenario& scenario, const Progress& progress = {});
+// Runs every replication of a scenario and builds its result; with `samples`, also keeps every
+// request's arrival, wait and latency.
+Json simulate(const Scenario& scenario, const Progress& progress = {}, Samples* samples = nullptr);
 
 std::string render_table(const Json& result);
 // Flattened keys ("wait_ms.p99") and values; the header row only when asked.

@@ -1,0 +1,17 @@
+// Scenario files: INI in Boost.Program_options' config-file syntax ([pool] size = 20), read into
+// the key -> value text that make_scenario takes. Shared by the command line and the Python
+// package, so both accept and refuse exactly the same files.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace poolsim::sim {
+
+// The file's options ("pool.size" -> "20"). A UTF-8 byte order mark is skipped. Throws
+// ScenarioError (one line naming the file, the key and the value) for an unreadable file,
+// a syntax error, an unknown key or a key given twice.
+std::map<std::string, std::string> read_scenario_file(const std::filesystem::path& file);
+
+}  // namespace poolsim::sim
