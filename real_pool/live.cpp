@@ -270,7 +270,7 @@ class LiveRun {
     out.wait_ns = since(checkout_start);
     // A checkout that found an idle connection takes microseconds: count it as no wait, as
     // the simulation does, and only waits for a connection or a connect as waits.
-    out.waited = out.wait_ns > std::chrono::nanoseconds(kNoWait).count();
+    out.waited = out.wait_ns > std::chrono::nanoseconds(kLiveNoWait).count();
     const std::string seconds = std::to_string(to_seconds(job.hold));
     const char* values[] = {seconds.c_str()};
     const std::string& sql = options_.sql.empty() ? kSleep : options_.sql;
@@ -392,7 +392,6 @@ class LiveRun {
     if (down) server_->start();
   }
 
-  static constexpr std::chrono::microseconds kNoWait{200};
   inline static const std::string kSleep = "SELECT pg_sleep($1)";
 
   const sim::Scenario& s_;

@@ -9,6 +9,7 @@
 // max_connections (both only on a server the run starts itself, --dsn auto).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -17,6 +18,10 @@
 #include "sim/scenario.hpp"
 
 namespace poolsim::real_pool {
+
+// A live checkout that found an idle connection takes microseconds: waits up to this long count
+// as no wait in p_wait, as the simulation counts them.
+inline constexpr std::chrono::microseconds kLiveNoWait{200};
 
 struct LiveOptions {
   std::string dsn = "auto";  // "auto": start a throw-away PostgreSQL for the run

@@ -542,38 +542,12 @@ int size_command(const std::vector<std::string>& args) {
   std::vector<Target> targets;
   for (const std::string& t : vm["target"].as<std::vector<std::string>>())
     targets.push_back(parse_target(t));
-  int max_size = 200;
-  if (vm.count("max-size")) {
-    const std::string text = vm["max-size"].as<std::string>();
-    std::int64_t n = 0;
-    try {
-      n = parse_integer(text);
-    } catch (const ParseError& e) {
-      throw UsageError("--max-size = " + text + ": " + e.what());
-    }
-    if (n < 1 || n > 100000) throw UsageError("--max-size = " + text + ": must be 1 to 100000");
-    max_size = static_cast<int>(n);
-  }
+  const int max_size =
+      vm.count("max-size") ? parse_max_size("--max-size", vm["max-size"].as<std::string>()) : 200;
   const Scenario base = scenario_of(vm, files);
-  std::vector<int> overflows{base.pool.max_overflow};
-  if (vm.count("overflow")) {
-    overflows.clear();
-    std::stringstream in(vm["overflow"].as<std::string>());
-    std::string item;
-    while (std::getline(in, item, ',')) {
-      std::int64_t n = -2;
-      try {
-        n = parse_integer(item);
-      } catch (const ParseError&) {
-      }
-      if (n < -1 || n > 1'000'000) {
-        throw UsageError("--overflow = " + vm["overflow"].as<std::string>() +
-                         ": must be a list of max_overflow values (-1 or whole numbers >= 0)");
-      }
-      overflows.push_back(static_cast<int>(n));
-    }
-    if (overflows.empty()) throw UsageError("--overflow: empty list");
-  }
+  const std::vector<int> overflows =
+      vm.count("overflow") ? parse_overflow_list("--overflow", vm["overflow"].as<std::string>())
+                           : std::vector<int>{base.pool.max_overflow};
   SizeAnswer answer;
   {
     ProgressBar bar(!vm.count("no-progress"));

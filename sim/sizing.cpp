@@ -185,6 +185,37 @@ SizePoint simulated_point(const Scenario& base, const std::vector<Target>& targe
 
 }  // namespace
 
+int parse_max_size(const std::string& name, const std::string& text) {
+  std::int64_t n = 0;
+  try {
+    n = parse_integer(text);
+  } catch (const ParseError& e) {
+    throw ScenarioError(name + " = " + text + ": " + e.what());
+  }
+  if (n < 1 || n > 100000) throw ScenarioError(name + " = " + text + ": must be 1 to 100000");
+  return static_cast<int>(n);
+}
+
+std::vector<int> parse_overflow_list(const std::string& name, const std::string& text) {
+  std::vector<int> overflows;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    std::int64_t n = -2;
+    try {
+      n = parse_integer(item);
+    } catch (const ParseError&) {
+    }
+    if (n < -1 || n > 1'000'000) {
+      throw ScenarioError(name + " = " + text +
+                          ": must be a list of max_overflow values (-1 or whole numbers >= 0)");
+    }
+    overflows.push_back(static_cast<int>(n));
+  }
+  if (overflows.empty()) throw ScenarioError(name + ": empty list");
+  return overflows;
+}
+
 Target parse_target(const std::string& text) {
   const auto at = text.find("<=");
   const std::string allowed = "must be KEY<=VALUE with KEY one of " + metric_list() +

@@ -27,6 +27,12 @@ double result_metric(const std::string& key, const Json& result);
 // "p_wait<=0.05" -> {p_wait, 0.05}. Throws ScenarioError naming the text and what is allowed.
 Target parse_target(const std::string& text);
 
+// The largest pool.size to try (1 to 100000) and the max_overflow values to size for ("0,5,10",
+// each -1 or 0 to 1000000), as the command line and Python take them. Throw ScenarioError naming
+// `name` (how the caller spells the argument), the value and what is allowed.
+int parse_max_size(const std::string& name, const std::string& text);
+std::vector<int> parse_overflow_list(const std::string& name, const std::string& text);
+
 struct SizePoint {
   int pool_size = 0;
   int max_overflow = 0;
