@@ -33,7 +33,13 @@
 #include "sim/units.hpp"
 
 #ifdef POOLSIM_WITH_LIBPQ
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <memory>
+
 #include "real_pool/live.hpp"
+#include "real_pool/test_server.hpp"
 #endif
 
 namespace po = boost::program_options;
@@ -573,8 +579,65 @@ po::options_description live_options() {
       "what each request runs, $1 = its hold in seconds [default: SELECT pg_sleep($1)]")(
       "calibrate",
       "validate: measure the server's connect, ping and reset costs first and "
-      "simulate with them");
+      "simulate with them")(
+      "against", po::value<std::string>()->value_name("POOL"),
+      "validate: the live pool, poolsim (the real pool on libpq) or sqlalchemy (a real "
+      "SQLAlchemy engine, QueuePool + psycopg2, through poolsim's Python package) "
+      "[default: poolsim]");
   return options;
+}
+
+// The live side of `validate --against sqlalchemy`: poolsim's Python package, built next to
+// this binary (build/python), drives the workload through a real SQLAlchemy engine. The DSN
+// and SQL go through the environment, not the command line (ps would show the password).
+Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::string& sql) {
+  std::error_code error;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
+  const std::filesystem::path python_dir = exe.parent_path().parent_path() / "python";
+  if (error || !std::filesystem::exists(python_dir / "poolsim" / "_validate_sqlalchemy.py")) {
+    throw UsageError("--against = sqlalchemy: poolsim's Python package is not built next to "
+                     "this binary (" + python_dir.string() +
+                     "); configure with -DPOOLSIM_BUILD_PYTHON=ON");
+  }
+  Json options = Json::object();
+  for (const auto& [key, value] : s.echo) options[key] = value;
+  char in_path[] = "/tmp/poolsim-sqlalchemy-XXXXXX";
+  const int fd = mkstemp(in_path);
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file in /tmp");
+  close(fd);
+  const std::string err_path = std::string(in_path) + ".err";
+  std::ofstream(in_path) << options.dump();
+  const char* old_path = std::getenv("PYTHONPATH");
+  setenv("PYTHONPATH",
+         (python_dir.string() + (old_path && *old_path ? ":" + std::string(old_path) : "")).c_str(),
+         1);
+  setenv("POOLSIM_DSN", dsn.c_str(), 1);
+  setenv("POOLSIM_SQL", sql.c_str(), 1);
+  const char* python = std::getenv("POOLSIM_PYTHON");
+  const std::string command = std::string("'") + (python && *python ? python : "/usr/bin/python3") +
+                              "' -m poolsim._validate_sqlalchemy < '" + in_path + "' 2> '" + err_path + "'";
+  std::string output;
+  int status = -1;
+  if (FILE* pipe = popen(command.c_str(), "r")) {
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) output.append(buf, n);
+    status = pclose(pipe);
+  }
+  unsetenv("POOLSIM_DSN");
+  std::string message;
+  {
+    std::ifstream err(err_path);
+    std::getline(err, message);
+  }
+  std::filesystem::remove(in_path, error);
+  std::filesystem::remove(err_path, error);
+  if (message.rfind("poolsim: ", 0) == 0) message.erase(0, 9);
+  if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return Json::parse(output);
+  if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+    throw real_pool::LiveError(message);
+  }
+  throw std::runtime_error("the SQLAlchemy live run failed: " +
+                           (message.empty() ? "exit status " + std::to_string(status) : message));
 }
 
 real_pool::LiveOptions live_settings(const po::variables_map& vm) {
@@ -596,6 +659,13 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
   const po::variables_map& vm = *parsed;
   const std::string format = format_of(vm);
   const real_pool::LiveOptions settings = live_settings(vm);
+  const std::string against = vm.count("against") ? vm["against"].as<std::string>() : "poolsim";
+  if (against != "poolsim" && against != "sqlalchemy") {
+    throw UsageError("--against = " + against + ": must be poolsim or sqlalchemy");
+  }
+  if (command != "validate" && vm.count("against")) {
+    throw UsageError("--against: only poolsim validate takes it");
+  }
   try {
     if (command == "calibrate") {
       const real_pool::Calibration c = real_pool::calibrate(settings.dsn);
@@ -607,9 +677,21 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
     {
       ProgressBar bar(!vm.count("no-progress"));
       auto progress = [&bar](double f) { bar.update(f); };
-      result = command == "live"
-                   ? real_pool::run_live(scenario, settings, progress)
-                   : real_pool::validate(scenario, settings, vm.count("calibrate") > 0, progress);
+      if (command == "live") {
+        result = real_pool::run_live(scenario, settings, progress);
+      } else if (against == "poolsim") {
+        result = real_pool::validate(scenario, settings, vm.count("calibrate") > 0, progress);
+      } else {
+        std::unique_ptr<real_pool::TestServer> server;
+        real_pool::LiveOptions on = settings;
+        if (on.dsn == "auto") {
+          server = std::make_unique<real_pool::TestServer>();
+          on.dsn = server->dsn();
+        }
+        result = real_pool::validate(
+            scenario, on, vm.count("calibrate") > 0, progress,
+            [&on](const Scenario& s, const Progress&) { return sqlalchemy_live(s, on.dsn, on.sql); });
+      }
     }
     if (command == "live") {
       emit_result(vm, format, result, render_table);

@@ -13,6 +13,7 @@ built by the same C++ aggregation as every other result, so the schema is identi
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import threading
@@ -35,7 +36,7 @@ _UNSUPPORTED = {
     "app.routing": ("round_robin",),
 }
 _SAMPLE_EVERY_S = 0.05
-# Each waiting request holds a thread: more than this many at once and arrivals would be late.
+# Each request in flight holds a thread; beyond this many at once, arrivals would queue.
 _MAX_IN_FLIGHT = 2000
 
 
@@ -102,8 +103,10 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
     idle = _core.parse_seconds(config["database.idle_session_timeout"])
     if idle > 0:
         connect_args["options"] = f"-c idle_session_timeout={int(round(idle * 1000))}"
-    if url is None:
-        connect_args["dsn"] = dsn
+    if url is None:  # a libpq DSN: its fields go to psycopg2.connect() as keywords
+        fields = psycopg2.extensions.parse_dsn(dsn)
+        fields.pop("application_name", None)
+        connect_args.update(fields)
         url = "postgresql+psycopg2://"
     processes = int(config["app.processes"])
     threads = int(config["app.threads"])
@@ -182,7 +185,7 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
     def monitor(start: float) -> None:
         watcher = psycopg2.connect(dsn) if dsn else None
         try:
-            in_window = False
+            in_window = warmup <= 0  # with no warm-up, every connection opened counts
             while not done.wait(_SAMPLE_EVERY_S):
                 now = time.perf_counter() - start
                 with lock:
@@ -208,36 +211,31 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
             if watcher is not None:
                 watcher.close()
 
-    workers: list = []
     wall_start = time.perf_counter()
     watcher_thread = threading.Thread(target=monitor, args=(wall_start,), daemon=True)
     watcher_thread.start()
+    # Threads are created as needed and reused once idle, as a gthread worker's are.
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=_MAX_IN_FLIGHT)
     try:
         for i in range(n):
             delay = wall_start + at[i] - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            workers = [w for w in workers if w.is_alive()] if len(workers) > 256 else workers
-            if len(workers) >= _MAX_IN_FLIGHT:
-                raise RuntimeError(f"more than {_MAX_IN_FLIGHT} requests in flight at once: "
-                                   "the live run cannot keep its arrivals on time")
-            worker = threading.Thread(target=serve, args=(i, wall_start + at[i]), daemon=True)
-            worker.start()
-            workers.append(worker)
-        for worker in workers:
-            worker.join()
+            executor.submit(serve, i, wall_start + at[i])
+        executor.shutdown(wait=True)
+        wall = time.perf_counter() - wall_start
     finally:
+        executor.shutdown(wait=True)
         done.set()
         watcher_thread.join()
+        with lock:  # before dispose(), whose closes are the end of the run, not the workload's
+            opened = level["opened"] - counted_from["opened"]
+            closed = level["closed"] - counted_from["closed"]
         for engine in engines:
             engine.dispose()
     if errors:
         raise errors[0]
-    wall = time.perf_counter() - wall_start
     counted = at >= warmup
-    with lock:
-        opened = level["opened"] - counted_from["opened"]
-        closed = level["closed"] - counted_from["closed"]
     n_samples = max(samples["n"], 1)
     levels = {"opened": float(opened), "closed": float(closed),
               "peak_open": float(samples["peak_open"]),
@@ -250,3 +248,4 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
     result = json.loads(text)
     result["driver"] = f"sqlalchemy {sqlalchemy.__version__} (QueuePool, psycopg2)"
     return Result(result)
+
