@@ -16,7 +16,7 @@ cmake --build build -j"$jobs"
 
 echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer) =="
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
-  -DPOOLSIM_SANITIZERS=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
+  -DPOOLSIM_SANITIZERS=ON -DPOOLSIM_BUILD_PYTHON=OFF -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build build-sanitize -j"$jobs"
 
 echo "== tests under the sanitizers =="
