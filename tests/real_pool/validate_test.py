@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""poolsim validate on three workloads against a real PostgreSQL it starts itself (--dsn auto).
+"""poolsim validate on four workloads (and one of them through SQLAlchemy) against a real PostgreSQL it starts itself (--dsn auto).
 
   validate_test.py build/bin/poolsim [--smoke]
 
@@ -45,6 +45,13 @@ CASES = [
      ["--pool.size=3", "--pool.max_overflow=0", "--workload.rate=4", "--workload.service=exp:10ms",
       "--network.idle_drop_after=300ms", "--pool.pre_ping=true", "--duration=15s"],
      ["errors", "connections.opened_per_s"]),
+    # The steady case again, live through a real SQLAlchemy engine (QueuePool on psycopg2, a
+    # thread per request): the pool a Flask-SQLAlchemy application runs. Needs the Python
+    # package, which the sanitizer build does not have: not run with --smoke.
+    ("steady load through SQLAlchemy",
+     ["--against", "sqlalchemy", "--pool.size=5", "--pool.max_overflow=0", "--workload.rate=400",
+      "--workload.service=exp:10ms", "--duration=12s", "--warmup=1s"],
+     ["p_wait", "wait_ms.mean", "wait_ms.p95", "latency_ms.mean", "timeouts", "errors"]),
 ]
 
 
@@ -54,6 +61,8 @@ def main():
     passed = failed = 0
     reports = {}
     for name, options, metrics in CASES:
+        if smoke and "sqlalchemy" in options:
+            continue
         if smoke:
             options = [o for o in options if not o.startswith(("--duration", "--warmup"))] + ["--duration=3s"]
         run = subprocess.run([binary, "validate", "--dsn", "auto", "--calibrate", "--format", "json",

@@ -285,6 +285,9 @@ def bad_cases(f, tmp):
         ("two scenario files", ["simulate", f["dup_ini"], f["unit_ini"]], ["dup.ini", "unit.ini"]),
         ("option given twice", ["simulate", "--pool.size=3", "--pool.size=4"], ["pool.size"]),
         ("sweep of a missing file", ["sweep", f["missing_ini"], "--grid", "pool.size=1,2"], [f["missing_ini"]]),
+        # live runs: refused before any server starts
+        ("validate against an unknown pool", ["validate", "--against", "hikari"], ["--against", "hikari"]),
+        ("live does not take --against", ["live", "--against", "sqlalchemy"], ["--against", "validate"]),
     ]
 
 
