@@ -83,15 +83,17 @@ def _run_point(file: Optional[str], values: Mapping[str, str]) -> dict:
 
 
 def sweep(grid: Mapping[str, Iterable[Any]], base: Scenario = None, *, jobs: Optional[int] = None,
-          client: Any = None, options: Optional[Mapping[str, Any]] = None, **kwargs: Any):
+          client: Any = None, progress: bool = False,
+          options: Optional[Mapping[str, Any]] = None, **kwargs: Any):
     """Run every combination of the grid, as ``poolsim sweep``; one DataFrame row per point.
 
     ``grid`` maps options (any spelling) to their values; the first key varies slowest.
     ``base`` and the keyword options set everything else. Points run on ``jobs`` threads (default:
     every core); the GIL is released while each runs, so the threads run in parallel.
     ``client`` runs the points on a Dask cluster instead: a ``distributed.Client``, or
-    ``"local"`` to start a LocalCluster of ``jobs`` worker processes for this sweep. The rows are
-    the same either way (same seeds), only ``wall_s`` differs.
+    ``"local"`` (or True) to start a LocalCluster of ``jobs`` worker processes for this sweep.
+    The rows are the same either way (same seeds), only ``wall_s`` differs. ``progress=True``
+    prints how many points are done on stderr.
     """
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError("grid: must be a non-empty dict of option -> list of values")
@@ -116,17 +118,24 @@ def sweep(grid: Mapping[str, Iterable[Any]], base: Scenario = None, *, jobs: Opt
     for values in runs:
         _core.check(file, values)
 
+    report = _Progress(len(runs)) if progress else None
     if client is None:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(jobs, len(runs))) as pool:
-            rows = list(pool.map(lambda values: _run_point(file, values), runs))
-    elif client == "local":
+            futures = [pool.submit(_run_point, file, values) for values in runs]
+            if report:
+                for _ in concurrent.futures.as_completed(futures):
+                    report.step()
+            rows = [f.result() for f in futures]
+    elif client is True or client == "local":
         from distributed import Client, LocalCluster
 
         with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as local:
-            rows = _dask_rows(local, file, runs)
+            rows = _dask_rows(local, file, runs, report)
     else:
-        rows = _dask_rows(client, file, runs)
+        rows = _dask_rows(client, file, runs, report)
+    if report:
+        report.done()
 
     import pandas as pd
 
@@ -139,9 +148,37 @@ def sweep(grid: Mapping[str, Iterable[Any]], base: Scenario = None, *, jobs: Opt
     return frame
 
 
-def _dask_rows(client: Any, file: Optional[str], runs: list) -> list:
+def _dask_rows(client: Any, file: Optional[str], runs: list, report=None) -> list:
     futures = client.map(_run_point, [file] * len(runs), runs, pure=False)
+    if report:
+        from distributed import as_completed
+
+        for _ in as_completed(futures):
+            report.step()
     return client.gather(futures)
+
+
+class _Progress:
+    """"sweep: 12/40 points" on stderr, rewritten in place at most ten times a second."""
+
+    def __init__(self, total: int):
+        import sys
+        import time
+
+        self.total, self.count, self.stream, self.clock = total, 0, sys.stderr, time.monotonic
+        self.last = 0.0
+
+    def step(self) -> None:
+        self.count += 1
+        now = self.clock()
+        if now - self.last >= 0.1 or self.count == self.total:
+            self.last = now
+            self.stream.write(f"\rsweep: {self.count}/{self.total} points")
+            self.stream.flush()
+
+    def done(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
 
 
 def _require_libpq():
