@@ -148,7 +148,8 @@ py::list options() {
 }
 
 #ifdef POOLSIM_WITH_LIBPQ
-// Live-run failures (an unreachable server) are RuntimeError, with the password masked.
+// Live-run failures, with the password masked: what the run cannot do or reach (LiveError, such
+// as an unreachable server) is ValueError, a database that fails during the run RuntimeError.
 template <typename F>
 auto masked(F&& run) {
   try {

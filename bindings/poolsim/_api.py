@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import concurrent.futures
 import itertools
 import json
@@ -68,9 +69,9 @@ def size(targets: Union[str, Sequence[str], Mapping[str, float]], scenario: Scen
     if isinstance(max_size, bool) or not isinstance(max_size, int):
         raise TypeError(f"max_size = {max_size!r}: must be a whole number")
     overflow_text = None
-    if overflow is not None:
-        items = [overflow] if isinstance(overflow, int) else list(overflow)
-        overflow_text = ",".join(str(int(o)) for o in items)
+    if overflow is not None:  # the C++ parser checks each value and names `overflow`
+        items = [overflow] if isinstance(overflow, (int, float, str)) else list(overflow)
+        overflow_text = ",".join(str(o) for o in items)
     text, table = _core.size(file, values, [str(t) for t in targets], str(max_size),
                              overflow_text)
     return SizeResult(json.loads(text), table)
@@ -99,21 +100,24 @@ def sweep(grid: Mapping[str, Iterable[Any]], base: Scenario = None, *, jobs: Opt
         raise ValueError("grid: must be a non-empty dict of option -> list of values")
     file, base_values = normalize(base, options, **kwargs)
     keys = [key_of(name) for name in grid]
-    columns = []
+    columns = []  # per key: (the value as given, its text for the parser)
     for name, key in zip(grid, keys):
         raw = grid[name]
-        values = [raw] if isinstance(raw, (str, bytes)) else list(raw)
+        values = list(raw) if isinstance(raw, collections.abc.Iterable) and not isinstance(raw, (str, bytes)) \
+            else [raw]
         if not values:
             raise ValueError(f"grid: {key} has no values")
-        columns.append([text_of(key, v) for v in values])
+        columns.append([(v, text_of(key, v)) for v in values])
     if len(set(keys)) != len(keys):
         raise ValueError("grid: an option is given twice")
     if jobs is None:
         jobs = os.cpu_count() or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1024:
         raise ValueError(f"jobs = {jobs!r}: must be 1 to 1024")
-    points = [dict(zip(keys, combo)) for combo in itertools.product(*columns)]
-    runs = [{**base_values, **point} for point in points]
+    combos = list(itertools.product(*columns))
+    points = [{key: given for key, (given, _) in zip(keys, combo)} for combo in combos]
+    runs = [{**base_values, **{key: text for key, (_, text) in zip(keys, combo)}}
+            for combo in combos]
     # Check every point before any runs, as the command line does.
     for values in runs:
         _core.check(file, values)

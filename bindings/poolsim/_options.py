@@ -48,7 +48,7 @@ def text_of(key: str, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{key} = {value}: must be a finite number")
+            return str(value)  # "nan", "inf": refused by the C++ parser with its own message
         number = repr(value) if isinstance(value, float) else str(value)
         if key in _DURATIONS and not (key == "pool.recycle" and value == -1):
             return number + "s"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -95,8 +96,30 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
     return _run(sqlalchemy, file, values, config, dsn if url is None else None, url, sql)
 
 
+def _masked(text: str) -> str:
+    """text with the password of any libpq DSN or URL in it replaced by ****."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1****@", text)
+    return _core.mask_password(text)
+
+
 def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
     import psycopg2
+
+    # The server must be reachable before the run starts: otherwise every request would
+    # fail to connect and the "result" would be a measurement of nothing.
+    try:
+        if url is None:
+            psycopg2.connect(dsn).close()
+        else:
+            probe = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                probe.connect().close()
+            finally:
+                probe.dispose()
+    except (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
+        what = "dsn" if url is None else "url"
+        raise ValueError(f"{what}: cannot connect to the database: "
+                         f"{_masked(str(e)).strip().splitlines()[0]}") from None
 
     app = f"poolsim_sqlalchemy_{uuid.uuid4().hex[:8]}"
     connect_args = {"application_name": app}

@@ -1,0 +1,274 @@
+"""Live runs on a real PostgreSQL: poolsim.live (poolsim's libpq pool), poolsim.sqlalchemy_live
+(a real SQLAlchemy QueuePool) and poolsim.validate. Skipped where no PostgreSQL can be started.
+
+One throw-away server (poolsim.TestServer) serves the whole module; every run is a few seconds
+of real time, about 25 s in all.
+"""
+
+import os
+import time
+
+import pytest
+
+import poolsim
+
+pytestmark = pytest.mark.skipif(
+    not poolsim.postgres_available(),
+    reason="no PostgreSQL here: poolsim.postgres_available() is False (initdb/pg_ctl not "
+           "installed, or poolsim built without libpq)")
+
+# The brief's load: 50 requests/s on a pool of 2 (exp:10ms holds), 1 s warm-up + 2 s counted.
+LIVE = dict(duration="2s", warmup="1s", workload_rate=50, pool_size=2, seed=5)
+# A pool that must time out: 1 connection, no overflow, 0.2 s patience, 100 ms holds at 50/s.
+TIGHT = dict(duration="2s", pool_size=1, max_overflow=0, pool_timeout=0.2, workload_rate=50,
+             workload_service="const:100ms", seed=3)
+POOLSIM_APP = f"poolsim_live_{os.getpid()}"  # real_pool/live.cpp's application_name
+
+
+@pytest.fixture(scope="module")
+def server():
+    with poolsim.TestServer() as s:
+        yield s
+        # After every run of the module: no backend of any pool is left behind.
+        assert _wait_for_no_backends(s) == (0, 0)
+
+
+def _fields(dsn):
+    return dict(item.split("=", 1) for item in dsn.split())
+
+
+def _sqlalchemy_backends(server):
+    import psycopg2
+
+    with psycopg2.connect(server.dsn) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                       "'poolsim_sqlalchemy%%' AND pid <> pg_backend_pid()")
+        count = cursor.fetchone()[0]
+    conn.close()
+    return count
+
+
+def _wait_for_no_backends(server, patience_s=5.0):
+    """(poolsim live backends, SQLAlchemy backends) once both are 0, or when patience runs out:
+    a backend leaves pg_stat_activity a moment after its client closed the socket."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        counts = (server.connections(POOLSIM_APP), _sqlalchemy_backends(server))
+        if counts == (0, 0) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
+
+
+def _accounted(r):
+    return r.completed + r.timeouts + sum(r.errors.values()) == r.requests
+
+
+@pytest.fixture(scope="module")
+def live_run(server):
+    return poolsim.live(dsn=server.dsn, **LIVE)
+
+
+@pytest.fixture(scope="module")
+def sqlalchemy_run(server):
+    return poolsim.sqlalchemy_live(dsn=server.dsn, **LIVE)
+
+
+@pytest.fixture(scope="module")
+def scheduled():
+    """The arrivals in the window [warmup, warmup + duration) of the seed's schedule: the
+    simulator counts every arrival of an open-loop workload once."""
+    return poolsim.simulate(**LIVE)
+
+
+# --- poolsim.live -----------------------------------------------------------------------------
+
+def test_live_result(live_run, scheduled, server):
+    r = live_run
+    assert isinstance(r, poolsim.Result)
+    assert r.mode == "live"
+    assert r.requests > 0
+    assert _accounted(r)
+    assert r.config["pool.size"] == 2 and r.config["workload.rate"] == 50
+    assert r.sim_time_s == 2.0
+    # the simulator's schema, minus what only a simulation has
+    assert set(r.to_dict()) == set(scheduled.to_dict()) - {"events"}
+    assert set(r.wait_ms) == set(scheduled.wait_ms)
+    assert set(r.connections) == set(scheduled.connections)
+    assert 1 <= r.connections.peak_server <= 2 + 10  # pool.size + max_overflow
+    assert r.latency_ms.mean >= 5  # holds are real pg_sleep()s of 10 ms on average
+    assert _wait_for_no_backends(server)[0] == 0  # the pool closed every connection
+
+
+def test_live_requests_are_the_scheduled_arrivals(live_run, scheduled):
+    assert live_run.requests == scheduled.requests
+
+
+# --- poolsim.sqlalchemy_live ------------------------------------------------------------------
+
+def test_sqlalchemy_live_result(sqlalchemy_run, live_run, server):
+    r = sqlalchemy_run
+    assert isinstance(r, poolsim.Result)
+    assert r.mode == "live"
+    assert "sqlalchemy" in r.driver.lower()
+    assert set(r.to_dict()) == set(live_run.to_dict()) | {"driver"}
+    for section in ("errors", "wait_ms", "latency_ms", "connections"):
+        assert set(r[section]) == set(live_run[section]), section
+    assert r.config == live_run.config
+    assert r.requests > 0
+    assert _accounted(r)
+    assert r.latency_ms.mean >= 5
+    assert 1 <= r.connections.peak <= 2 + 10
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
+def test_sqlalchemy_live_requests_are_the_scheduled_arrivals(sqlalchemy_run, live_run,
+                                                               scheduled):
+    """The same seed gives the same schedule, whichever pool serves it."""
+    assert sqlalchemy_run.requests == live_run.requests == scheduled.requests
+
+
+def test_a_tight_pool_times_out_in_both(server):
+    expected = poolsim.simulate(**TIGHT).requests
+    ours = poolsim.live(dsn=server.dsn, **TIGHT)
+    theirs = poolsim.sqlalchemy_live(url=server.url, **TIGHT)  # the SQLAlchemy URL works too
+    for r in (ours, theirs):
+        assert r.requests == expected
+        assert _accounted(r)
+        assert r.timeouts > 0
+        assert r.completed > 0
+        assert r.connections.peak <= 1
+        # a timed-out request waited its whole patience
+        assert r.wait_ms.max >= 200 * 0.95
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,key", [
+    (dict(network_drop_rate=1), "network.drop_rate"),
+    (dict(network_idle_drop_after="1s"), "network.idle_drop_after"),
+    (dict(network_connect_fail=0.1), "network.connect_fail"),
+    (dict(database_outages="1s+1s"), "database.outages"),
+    (dict(app_processes=2, app_routing="random"), "app.routing"),
+    (dict(workload_arrival="closed", workload_clients=3), "workload.arrival"),
+    (dict(database_max_connections=50), "database.max_connections"),
+])
+def test_sqlalchemy_live_refuses_what_it_cannot_do(server, kwargs, key):
+    start = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        poolsim.sqlalchemy_live(dsn=server.dsn, duration="1s", **kwargs)
+    assert key in str(info.value)
+    assert time.monotonic() - start < 0.9  # refused up front: the 1 s run never started
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    (dict(network_connect_fail=0.1), "network.connect_fail"),
+    (dict(workload_arrival="closed", workload_clients=3), "workload.arrival"),
+    (dict(database_outages="1s+1s"), "database.outages"),  # needs a server of its own
+    (dict(database_max_connections=50), "database.max_connections"),
+])
+def test_live_refuses_what_it_cannot_do(server, kwargs, key):
+    with pytest.raises(ValueError) as info:
+        poolsim.live(dsn=server.dsn, duration="1s", **kwargs)
+    assert key in str(info.value)
+
+
+def test_bad_options_are_refused_before_connecting(server):
+    for run in (poolsim.live, poolsim.sqlalchemy_live):
+        with pytest.raises(ValueError, match="pool.size"):
+            run(dsn=server.dsn, pool_size=-1)
+        with pytest.raises(ValueError, match="unknown option"):
+            run(dsn=server.dsn, pool_sizee=1)
+    with pytest.raises(ValueError, match="against"):
+        poolsim.validate(dsn=server.dsn, against="hikari")
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+def test_validate_against_sqlalchemy(server):
+    v = poolsim.validate(dsn=server.dsn, against="sqlalchemy", duration="4s", warmup="1s",
+                         workload_rate=100, pool_size=5, max_overflow=0)
+    assert isinstance(v, poolsim.Validation)
+    assert v.live.mode == "live" and v.live.requests > 0
+    assert "sqlalchemy" in v.live.driver.lower()
+    assert _accounted(v.live)
+    assert v.sim.mode == "sim" and v.sim.requests > 0
+    frame = v.agreement_frame()
+    assert {"live", "sim", "ci95", "allowed", "within"} <= set(frame.columns)
+    assert len(frame) >= 3
+    assert {"p_wait", "wait_ms.mean", "latency_ms.mean"} & set(frame.index)
+    assert frame["within"].map(lambda x: isinstance(x, bool)).all()
+    assert isinstance(v.agrees, bool)
+    assert v.agrees == bool(frame["within"].all())
+    assert v.table().strip()
+    assert "metrics agree" in repr(v)
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
+# --- no password in any error -----------------------------------------------------------------
+
+def _secret(server):
+    return _fields(server.dsn)["password"]
+
+
+def _assert_no_secret(error, *secrets):
+    text = " ".join([str(error), repr(error)] + [str(a) for a in error.args])
+    for secret in secrets:
+        assert secret not in text, f"the password appears in {type(error).__name__}: {text}"
+
+
+def _wrong_port(server):
+    return server.dsn.replace(f"port={server.port}", "port=1")
+
+
+@pytest.mark.parametrize("how", ["wrong_port", "wrong_password", "garbage", "bad_keyword"])
+def test_live_errors_never_show_the_password(server, how):
+    secret = _secret(server)
+    wrong = "WRONGSECRET4242"
+    dsn = {"wrong_port": _wrong_port(server),
+           "wrong_password": server.dsn.replace(secret, wrong),
+           "garbage": server.dsn + " nonsense",
+           "bad_keyword": server.dsn + " frobnicate=1"}[how]
+    calls = [lambda: poolsim.live(dsn=dsn, duration="1s"),
+             lambda: poolsim.validate(dsn=dsn, duration="1s"),
+             lambda: poolsim.calibrate(dsn=dsn, samples=5)]
+    for call in calls:
+        with pytest.raises((ValueError, RuntimeError)) as info:
+            call()
+        _assert_no_secret(info.value, secret, wrong)
+
+
+def test_test_server_repr_hides_the_password(server):
+    assert _secret(server) not in repr(server)
+
+
+def test_sqlalchemy_live_bad_url_does_not_show_the_password(server):
+    """A mistyped SQLAlchemy URL: poolsim masks passwords in every error of its own (C++
+    mask_password), but sqlalchemy_live hands the URL to create_engine, whose ArgumentError
+    quotes the whole URL, password included."""
+    url = server.url.replace("postgresql+psycopg2://", "postgresql+psycopg2 ://")
+    with pytest.raises(Exception) as info:
+        poolsim.sqlalchemy_live(url=url, duration="1s", workload_rate=5)
+    _assert_no_secret(info.value, _secret(server))
+
+
+# --- an unreachable server --------------------------------------------------------------------
+
+def test_sqlalchemy_live_unreachable_server_is_an_error(server):
+    """poolsim.live refuses an unreachable server (ValueError "cannot connect to the database").
+    sqlalchemy_live instead runs the whole schedule: its monitor thread dies on an unhandled
+    psycopg2.OperationalError (so no connection levels are sampled) and it returns a "result"
+    in which every request is a connect failure."""
+    with pytest.raises((ValueError, RuntimeError)) as info:
+        r = poolsim.sqlalchemy_live(dsn=_wrong_port(server), duration="1s", workload_rate=5)
+        pytest.fail(f"no error; returned requests={r.requests} errors={r.errors.to_dict()}")
+    _assert_no_secret(info.value, _secret(server))
+
+
+@pytest.mark.parametrize("against", ["poolsim", "sqlalchemy"])
+def test_validate_unreachable_server_is_an_error(server, against):
+    with pytest.raises((ValueError, RuntimeError)) as info:
+        v = poolsim.validate(dsn=_wrong_port(server), against=against, duration="1s",
+                             workload_rate=5)
+        pytest.fail(f"no error; live errors={v.live.errors.to_dict()}")
+    _assert_no_secret(info.value, _secret(server))
