@@ -46,6 +46,7 @@ class Distribution {
   std::string spec() const;
   Kind kind() const { return kind_; }
   bool is_zero() const { return kind_ == Kind::kConst && first_ == Duration(0); }
+  bool is_constant() const { return kind_ == Kind::kConst; }
 
  private:
   struct Empirical {

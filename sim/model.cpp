@@ -57,6 +57,14 @@ enum Cause : int { kCauseConnectFailed = 1, kCauseTooManyConnections = 2 };
 
 constexpr std::uint32_t kNoClient = ~0u;
 
+// The event queue's FIFO lanes (see engine.hpp): streams whose events come in time order.
+enum Lane : std::size_t {
+  kLaneArrivals,  // each arrival is scheduled by the one before it
+  kLaneReset,     // now + database.reset, when it is a constant
+  kLanePing,      // now + database.ping, when it is a constant
+  kLaneIdleClose, // now + database.idle_session_timeout, always a constant
+};
+
 struct Request {
   Instant arrival{};
   Instant checkout_start{};
@@ -245,7 +253,8 @@ class Simulation {
 
   void schedule_next_arrival() {
     if (std::optional<PlannedRequest> next = workload_.next()) {
-      queue_.schedule(next->at, Kind::kArrival, 0, static_cast<std::uint64_t>(next->hold.count()));
+      queue_.schedule_in_order(kLaneArrivals, next->at, Kind::kArrival, 0,
+                               static_cast<std::uint64_t>(next->hold.count()));
     }
   }
 
@@ -305,13 +314,18 @@ class Simulation {
                        Conn& c = conns_[static_cast<std::uint64_t>(a.conn)];
                        const bool dead = is_dead(c);
                        stop_idle(c);
-                       queue_.schedule(now_ + s_.ping.sample(ping_), Kind::kPingDone, p,
+                       schedule_after_ping(Kind::kPingDone, p,
                                        static_cast<std::uint64_t>(a.slot), dead ? 1 : 0);
                      },
                      [&](const Reset&) {
                        reset_scheduled_ = true;
-                       queue_.schedule(now_ + s_.reset.sample(reset_), Kind::kResetDone, p,
-                                       current_request_);
+                       const Instant done = now_ + s_.reset.sample(reset_);
+                       if (s_.reset.is_constant()) {
+                         queue_.schedule_in_order(kLaneReset, done, Kind::kResetDone, p,
+                                                  current_request_);
+                       } else {
+                         queue_.schedule(done, Kind::kResetDone, p, current_request_);
+                       }
                      },
                      [&](const Grant& a) { granted(a); },
                      [&](const Fail& a) { failed(a); },
@@ -327,6 +341,16 @@ class Simulation {
     }
   }
 
+  // A round trip's end: the pre-ping's, or a dead connection's first statement's.
+  void schedule_after_ping(Kind kind, std::uint32_t process, std::uint64_t a, std::uint64_t b) {
+    const Instant done = now_ + s_.ping.sample(ping_);
+    if (s_.ping.is_constant()) {
+      queue_.schedule_in_order(kLanePing, done, kind, process, a, b);
+    } else {
+      queue_.schedule(done, kind, process, a, b);
+    }
+  }
+
   void granted(const Grant& g) {
     const auto id = static_cast<std::uint32_t>(g.request);
     Request& r = requests_[id];
@@ -337,7 +361,7 @@ class Simulation {
     Conn& c = conns_[static_cast<std::uint64_t>(g.conn)];
     if (is_dead(c)) {  // the first statement fails after a round trip
       stop_idle(c);
-      queue_.schedule(now_ + s_.ping.sample(ping_), Kind::kHoldDone, r.process, id, 1);
+      schedule_after_ping(Kind::kHoldDone, r.process, id, 1);
       return;
     }
     stop_idle(c);
@@ -554,7 +578,8 @@ class Simulation {
     c.idle_since = now_;
     ++c.idle_gen;
     if (s_.idle_session_timeout.count() > 0) {
-      queue_.schedule(now_ + s_.idle_session_timeout, Kind::kServerIdleClose, c.process, id,
+      queue_.schedule_in_order(kLaneIdleClose, now_ + s_.idle_session_timeout,
+                               Kind::kServerIdleClose, c.process, id,
                       c.idle_gen);
     }
   }
