@@ -7,7 +7,12 @@
 //   BM_ReferenceModelAllFaults the reference model with pre_ping, recycle, idle drops, random
 //                              drops and 4 processes on
 //   BM_PoolCoreCheckoutReturn  checkout + return of an idle connection through PoolCore alone
-// items_per_second is requests per second of wall time.
+//   BM_ScalePoolSize/N         pool N + 0 at 70% load (rate scaled with N), 2*10^5 requests
+//   BM_ScaleWaiters/W          deep overload: 5 connections, 1,000 req/s offered against a
+//                              capacity of 500, no timeout, run until W requests wait at once
+//   BM_ScaleProcesses/P        P worker processes, each its own pool 20 + 10 at the reference load
+// The Scale benchmarks' cost per request must stay flat (or grow with a log) as N, W, P grow.
+// items_per_second is requests per second of CPU time (one core).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -119,6 +124,38 @@ void BM_HandWrittenLoop(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(requests));
 }
 BENCHMARK(BM_HandWrittenLoop)->Unit(benchmark::kMillisecond);
+
+// Pool size N at 70% load: rate 0.7 * N / 10 ms, about 2*10^5 requests per run.
+void BM_ScalePoolSize(benchmark::State& state) {
+  const double n = static_cast<double>(state.range(0));
+  const double rate = 0.7 * n / 0.010;
+  run_replications(state, reference({{"pool.size", std::to_string(state.range(0))},
+                                     {"pool.max_overflow", "0"},
+                                     {"workload.rate", std::to_string(rate)},
+                                     {"duration", std::to_string(2e5 / rate) + "s"}}));
+}
+BENCHMARK(BM_ScalePoolSize)->RangeMultiplier(10)->Range(1, 10000)->Unit(benchmark::kMillisecond);
+
+// The queue of waiters grows by 500 a second until it holds W; every request is followed to
+// its end, so the run serves them all (W waits of up to W / 500 s).
+void BM_ScaleWaiters(benchmark::State& state) {
+  const double waiters = static_cast<double>(state.range(0));
+  run_replications(state, reference({{"pool.size", "5"},
+                                     {"pool.max_overflow", "0"},
+                                     {"pool.timeout", "none"},
+                                     {"workload.rate", "1000"},
+                                     {"duration", std::to_string(waiters / 500) + "s"}}));
+}
+BENCHMARK(BM_ScaleWaiters)->RangeMultiplier(10)->Range(100, 100000)->Unit(benchmark::kMillisecond);
+
+// P processes, each with the reference pool and load: rate 2,700 * P, about 5*10^5 requests.
+void BM_ScaleProcesses(benchmark::State& state) {
+  const double p = static_cast<double>(state.range(0));
+  run_replications(state, reference({{"app.processes", std::to_string(state.range(0))},
+                                     {"workload.rate", std::to_string(kRate * p)},
+                                     {"duration", std::to_string(5e5 / (kRate * p)) + "s"}}));
+}
+BENCHMARK(BM_ScaleProcesses)->Arg(1)->Arg(10)->Arg(100)->Unit(benchmark::kMillisecond);
 
 void BM_PoolCoreCheckoutReturn(benchmark::State& state) {
   PoolConfig config;
