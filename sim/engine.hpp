@@ -55,7 +55,10 @@ class EventQueue {
     assert(fifo.empty() || fifo.back().at <= at);
     fifo.push_back(SimEvent<Kind>{at, next_seq_++, kind, process, a, b});
   }
-  bool empty() const { return size() == 0; }
+  bool empty() const {
+    return heap_.empty() && std::all_of(lanes_.begin(), lanes_.end(),
+                                        [](const auto& fifo) { return fifo.empty(); });
+  }
   std::size_t size() const {
     std::size_t n = heap_.size();
     for (const auto& fifo : lanes_) n += fifo.size();
