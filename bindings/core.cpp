@@ -66,8 +66,7 @@ py::array_t<T> view(const std::vector<T>& data, const py::capsule& owner) {
 
 py::dict samples_dict(std::unique_ptr<sim::Samples> samples) {
   const sim::Samples& s = *samples;
-  py::capsule owner(samples.release(),
-                    [](void* p) { delete static_cast<sim::Samples*>(p); });
+  py::capsule owner(samples.release(), [](void* p) { delete static_cast<sim::Samples*>(p); });
   py::dict out;
   out["arrival_s"] = view(s.arrival_s, owner);
   out["wait_ms"] = view(s.wait_ms, owner);
@@ -100,7 +99,8 @@ std::string analytic(const std::optional<std::filesystem::path>& file, const Opt
 py::tuple size(const std::optional<std::filesystem::path>& file, const Options& options,
                const std::vector<std::string>& targets, const std::string& max_size,
                const std::optional<std::string>& overflow) {
-  if (targets.empty()) throw sim::ScenarioError("targets: at least one target KEY<=VALUE is required");
+  if (targets.empty())
+    throw sim::ScenarioError("targets: at least one target KEY<=VALUE is required");
   std::vector<sim::Target> parsed;
   for (const std::string& t : targets) parsed.push_back(sim::parse_target(t));
   const int largest = sim::parse_max_size("max_size", max_size);
@@ -323,9 +323,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("mask_password", &real_pool::mask_password, py::arg("conninfo"));
   py::class_<real_pool::TestServer>(m, "TestServer")
       .def(py::init([] {
-             py::gil_scoped_release release;
-             return std::make_unique<real_pool::TestServer>();
-           }))
+        py::gil_scoped_release release;
+        return std::make_unique<real_pool::TestServer>();
+      }))
       .def_property_readonly("dsn", &real_pool::TestServer::dsn)
       .def_property_readonly("port", &real_pool::TestServer::port)
       .def("stop", &real_pool::TestServer::stop, py::call_guard<py::gil_scoped_release>())

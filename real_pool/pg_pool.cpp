@@ -191,15 +191,15 @@ class PoolState {
     PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && polling != PGRES_POLLING_OK &&
            polling != PGRES_POLLING_FAILED) {
-      pollfd fd{PQsocket(conn), static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN
-                                                                                   : POLLOUT),
-                0};
+      pollfd fd{PQsocket(conn),
+                static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
       int wait_ms = -1;
       if (deadline) {
         const Duration left = *deadline - steady_now();
-        wait_ms = left.count() <= 0
-                      ? 0
-                      : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+        wait_ms =
+            left.count() <= 0
+                ? 0
+                : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
       }
       const int ready = wait_ms == 0 ? 0 : ::poll(&fd, 1, wait_ms);
       if (ready < 0 && errno == EINTR) continue;

@@ -595,9 +595,10 @@ Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::strin
   const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
   const std::filesystem::path python_dir = exe.parent_path().parent_path() / "python";
   if (error || !std::filesystem::exists(python_dir / "poolsim" / "_validate_sqlalchemy.py")) {
-    throw UsageError("--against = sqlalchemy: poolsim's Python package is not built next to "
-                     "this binary (" + python_dir.string() +
-                     "); configure with -DPOOLSIM_BUILD_PYTHON=ON");
+    throw UsageError(
+        "--against = sqlalchemy: poolsim's Python package is not built next to "
+        "this binary (" +
+        python_dir.string() + "); configure with -DPOOLSIM_BUILD_PYTHON=ON");
   }
   Json options = Json::object();
   for (const auto& [key, value] : s.echo) options[key] = value;
@@ -615,7 +616,8 @@ Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::strin
   setenv("POOLSIM_SQL", sql.c_str(), 1);
   const char* python = std::getenv("POOLSIM_PYTHON");
   const std::string command = std::string("'") + (python && *python ? python : "/usr/bin/python3") +
-                              "' -m poolsim._validate_sqlalchemy < '" + in_path + "' 2> '" + err_path + "'";
+                              "' -m poolsim._validate_sqlalchemy < '" + in_path + "' 2> '" +
+                              err_path + "'";
   std::string output;
   int status = -1;
   if (FILE* pipe = popen(command.c_str(), "r")) {
@@ -688,9 +690,10 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
           server = std::make_unique<real_pool::TestServer>();
           on.dsn = server->dsn();
         }
-        result = real_pool::validate(
-            scenario, on, vm.count("calibrate") > 0, progress,
-            [&on](const Scenario& s, const Progress&) { return sqlalchemy_live(s, on.dsn, on.sql); });
+        result = real_pool::validate(scenario, on, vm.count("calibrate") > 0, progress,
+                                     [&on](const Scenario& s, const Progress&) {
+                                       return sqlalchemy_live(s, on.dsn, on.sql);
+                                     });
       }
     }
     if (command == "live") {

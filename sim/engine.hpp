@@ -7,10 +7,11 @@
 //
 // Besides the heap there are a few FIFO lanes, for streams of events that are scheduled in time
 // order anyway: the next arrival (always later than the last), and events a constant delay
-// after "now" (a const:50us reset, a const ping, the server's idle_session_timeout). A lane is a ring buffer, O(1) both ways; pop()
-// takes the least (instant, sequence number) among the heap's top and the lanes' fronts, so the
-// order of events is exactly the heap-only order and results do not change. On the reference
-// model two of every three events per request skip the heap.
+// after "now" (a const:50us reset, a const ping, the server's idle_session_timeout). A lane is
+// a ring buffer, O(1) both ways; pop() takes the least (instant, sequence number) among the
+// heap's top and the lanes' fronts, so the order of events is exactly the heap-only order and
+// results do not change. On the reference model two of every three events per request skip
+// the heap.
 //
 // Storage grows to the largest number of pending events and is then reused, so the hot path
 // allocates nothing.
@@ -56,8 +57,8 @@ class EventQueue {
     fifo.push_back(SimEvent<Kind>{at, next_seq_++, kind, process, a, b});
   }
   bool empty() const {
-    return heap_.empty() && std::all_of(lanes_.begin(), lanes_.end(),
-                                        [](const auto& fifo) { return fifo.empty(); });
+    return heap_.empty() &&
+           std::all_of(lanes_.begin(), lanes_.end(), [](const auto& fifo) { return fifo.empty(); });
   }
   std::size_t size() const {
     std::size_t n = heap_.size();

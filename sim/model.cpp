@@ -59,10 +59,10 @@ constexpr std::uint32_t kNoClient = ~0u;
 
 // The event queue's FIFO lanes (see engine.hpp): streams whose events come in time order.
 enum Lane : std::size_t {
-  kLaneArrivals,  // each arrival is scheduled by the one before it
-  kLaneReset,     // now + database.reset, when it is a constant
-  kLanePing,      // now + database.ping, when it is a constant
-  kLaneIdleClose, // now + database.idle_session_timeout, always a constant
+  kLaneArrivals,   // each arrival is scheduled by the one before it
+  kLaneReset,      // now + database.reset, when it is a constant
+  kLanePing,       // now + database.ping, when it is a constant
+  kLaneIdleClose,  // now + database.idle_session_timeout, always a constant
 };
 
 struct Request {
@@ -314,8 +314,8 @@ class Simulation {
                        Conn& c = conns_[static_cast<std::uint64_t>(a.conn)];
                        const bool dead = is_dead(c);
                        stop_idle(c);
-                       schedule_after_ping(Kind::kPingDone, p,
-                                       static_cast<std::uint64_t>(a.slot), dead ? 1 : 0);
+                       schedule_after_ping(Kind::kPingDone, p, static_cast<std::uint64_t>(a.slot),
+                                           dead ? 1 : 0);
                      },
                      [&](const Reset&) {
                        reset_scheduled_ = true;
@@ -579,8 +579,7 @@ class Simulation {
     ++c.idle_gen;
     if (s_.idle_session_timeout.count() > 0) {
       queue_.schedule_in_order(kLaneIdleClose, now_ + s_.idle_session_timeout,
-                               Kind::kServerIdleClose, c.process, id,
-                      c.idle_gen);
+                               Kind::kServerIdleClose, c.process, id, c.idle_gen);
     }
   }
 
