@@ -135,7 +135,8 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
     threads = int(config["app.threads"])
     engines = [sqlalchemy.create_engine(url, connect_args=connect_args, **_engine_kwargs(config))
                for _ in range(processes)]
-    statement = sqlalchemy.text(sql if sql else "SELECT pg_sleep(:hold)")
+    # The user's SQL takes the hold as $1, as on the command line; SQLAlchemy spells it :hold.
+    statement = sqlalchemy.text(sql.replace("$1", ":hold") if sql else "SELECT pg_sleep(:hold)")
 
     lock = threading.Lock()
     level = {"open": 0, "in_use": 0, "opened": 0, "closed": 0}
