@@ -35,6 +35,9 @@ using Clock = std::chrono::steady_clock;
 }
 
 // A libpq connection for the runner's own queries (pg_stat_activity, pg_terminate_backend).
+// The monitor and fault threads share it: a PGconn is not thread-safe, so every use is under
+// the mutex (ThreadSanitizer found the two threads in it at once, and reconnect() freeing it
+// under the monitor's query).
 class Admin {
  public:
   explicit Admin(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {
@@ -53,6 +56,7 @@ class Admin {
 
   // The first column of the first row, or nullopt (also when the connection broke: a restart).
   std::optional<std::string> value(const std::string& sql) {
+    std::lock_guard<std::mutex> lock(mutex_);
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) return std::nullopt;
     PGresult* r = PQexec(conn_, sql.c_str());
     std::optional<std::string> out;
@@ -61,12 +65,14 @@ class Admin {
     return out;
   }
   void reconnect(const std::string& dsn) {
+    std::lock_guard<std::mutex> lock(mutex_);
     if (conn_) PQfinish(conn_);
     conn_ = PQconnectdb(dsn.c_str());
   }
 
  private:
-  PGconn* conn_;
+  std::mutex mutex_;
+  PGconn* conn_;  // guarded by mutex_
 };
 
 // Host and port of a conninfo string, for the fault proxy to forward to.

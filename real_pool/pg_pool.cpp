@@ -64,22 +64,6 @@ class Work {
   std::abort();
 }
 
-PingOutcome ping(PGconn* conn, std::string& error) {
-  PGresult* result = PQexec(conn, "SELECT 1");
-  const ExecStatusType status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
-  PQclear(result);
-  if (status == PGRES_TUPLES_OK) return PingOutcome::kOk;
-  error = PQerrorMessage(conn);
-  return PQstatus(conn) == CONNECTION_BAD ? PingOutcome::kDisconnect : PingOutcome::kError;
-}
-
-ResetOutcome reset(PGconn* conn, ResetKind kind) {
-  PGresult* result = PQexec(conn, kind == ResetKind::kCommit ? "COMMIT" : "ROLLBACK");
-  const bool ok = result && PQresultStatus(result) == PGRES_COMMAND_OK;
-  PQclear(result);
-  return ok ? ResetOutcome::kOk : ResetOutcome::kFailed;
-}
-
 bool too_many_clients(const std::string& message) {
   return message.find("too many clients") != std::string::npos ||
          message.find("remaining connection slots are reserved") != std::string::npos ||
@@ -219,9 +203,74 @@ class PoolState {
     return conn;
   }
 
+  // Pre-ping and reset-on-return: one statement each, with the connect deadline. A round trip
+  // that has not finished by then is a disconnect (ping) or a failed reset, and the core closes
+  // the connection: through a black hole whose far end still acknowledges bytes (a proxy, a
+  // middlebox) the kernel never gives up, and a blocking PQexec would hang the checkout or the
+  // release forever.
+  PingOutcome ping(PGconn* conn, std::string& error) const {
+    switch (exec(conn, "SELECT 1", PGRES_TUPLES_OK, error)) {
+      case Exec::kOk: return PingOutcome::kOk;
+      case Exec::kTimedOut: return PingOutcome::kDisconnect;
+      case Exec::kFailed: break;
+    }
+    return PQstatus(conn) == CONNECTION_BAD ? PingOutcome::kDisconnect : PingOutcome::kError;
+  }
+  ResetOutcome reset(PGconn* conn, ResetKind kind) const {
+    std::string error;
+    return exec(conn, kind == ResetKind::kCommit ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK,
+                error) == Exec::kOk
+               ? ResetOutcome::kOk
+               : ResetOutcome::kFailed;
+  }
+
   bool closed = false;  // the PgPool is gone; handles still out close their connections
 
  private:
+  enum class Exec { kOk, kFailed, kTimedOut };
+  // PQexec with the connect deadline: PQsendQuery, then PQconsumeInput on poll() until the last
+  // result. kFailed (error set) unless every result has the expected status; on kTimedOut the
+  // statement is still in flight and the connection must be closed.
+  Exec exec(PGconn* conn, const char* sql, ExecStatusType expected, std::string& error) const {
+    const std::optional<Instant> deadline =
+        connect_timeout_ ? std::optional<Instant>(steady_now() + *connect_timeout_) : std::nullopt;
+    if (PQsendQuery(conn, sql) == 0) {
+      error = PQerrorMessage(conn);
+      return Exec::kFailed;
+    }
+    bool ok = true;
+    for (;;) {
+      while (PQisBusy(conn) != 0) {
+        pollfd fd{PQsocket(conn), POLLIN, 0};
+        int wait_ms = -1;
+        if (deadline) {
+          const Duration left = *deadline - steady_now();
+          wait_ms =
+              left.count() <= 0
+                  ? 0
+                  : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+        }
+        const int ready = wait_ms == 0 ? 0 : ::poll(&fd, 1, wait_ms);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) {
+          error = "no answer from the server after " + format_duration(*connect_timeout_) +
+                  " (connect_timeout)";
+          return Exec::kTimedOut;
+        }
+        if (PQconsumeInput(conn) == 0) {  // the connection is gone (or libpq is out of memory)
+          error = PQerrorMessage(conn);
+          return Exec::kFailed;
+        }
+      }
+      PGresult* result = PQgetResult(conn);
+      if (result == nullptr) break;
+      if (PQresultStatus(result) != expected) ok = false;
+      PQclear(result);
+    }
+    if (!ok) error = PQerrorMessage(conn);
+    return ok ? Exec::kOk : Exec::kFailed;
+  }
+
   void drain(Request* self, Work& work) {
     while (std::optional<Action> action = core_.poll_action()) {
       std::visit(Overloaded{
@@ -374,7 +423,7 @@ PgPool::Handle PgPool::checkout() {
               PGconn* conn = s.conn(a.conn);
               lock.unlock();
               work.run_closes();
-              const PingOutcome outcome = detail::ping(conn, error);
+              const PingOutcome outcome = s.ping(conn, error);
               lock.lock();
               ++s.counters.pings;
               if (outcome != PingOutcome::kOk) ++s.counters.ping_failures;
@@ -402,7 +451,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
   work.run_closes();
   if (!work.reset) return;
   const Reset reset = *work.reset;
-  const ResetOutcome outcome = detail::reset(work.reset_conn, reset.kind);
+  const ResetOutcome outcome = s.reset(work.reset_conn, reset.kind);
   work.reset.reset();
   {
     std::lock_guard lock(s.mutex);

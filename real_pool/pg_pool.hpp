@@ -56,8 +56,10 @@ class PgPool {
   // conninfo sets it. A connect that has not finished after connect_timeout fails with
   // kConnectFailed (nullopt: wait as long as the network does); a connect_timeout in conninfo
   // (whole seconds, 0 = none) takes precedence, as it would for libpq. The deadline is kept
-  // on the pool's clock to the millisecond. Throws std::invalid_argument for a config PoolCore
-  // refuses. Connects lazily, like QueuePool.
+  // on the pool's clock to the millisecond. The same deadline bounds the pool's own round trips,
+  // pre-ping and reset-on-return: a ping without an answer by then is a disconnect (reconnect),
+  // a reset a failed one (the connection is closed). Throws std::invalid_argument for a config
+  // PoolCore refuses. Connects lazily, like QueuePool.
   PgPool(std::string conninfo, PoolConfig config,
          std::optional<Duration> connect_timeout = std::chrono::seconds(10));
   // Closes every connection the pool holds. Handles still out stay usable and close their

@@ -2,7 +2,8 @@
 # Runs every poolsim test on a fresh Debian 12 machine: installs the Debian packages, builds
 # Release with -Werror into build/, runs ctest (unit, property and conformance tests), then
 # builds once more with AddressSanitizer + UndefinedBehaviorSanitizer into build-sanitize/ and
-# runs the C++ tests there too.
+# runs the C++ tests there too, then builds the real pool's tests with ThreadSanitizer into
+# build-tsan/ and runs them (threads, sockets and a real PostgreSQL: where races would be).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,17 @@ cmake --build build-sanitize -j"$jobs"
 
 echo "== tests under the sanitizers =="
 ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
+
+echo "== build (ThreadSanitizer: the real pool's tests only) =="
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
+  -DPOOLSIM_TSAN=ON -DPOOLSIM_BUILD_PYTHON=OFF -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build build-tsan -j"$jobs" --target pg_pool_tests fault_proxy_tests survival_tests
+
+echo "== real-pool tests under ThreadSanitizer =="
+# A race report ends the test at once (exit code 66). real_pool.validate needs the poolsim
+# binary and the Python side, which this stage does not build.
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j"$jobs" \
+  -R '^(real_pool|FaultProxy|MaskPassword)\.' -E '^real_pool\.validate$'
 
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$jobs"
