@@ -26,13 +26,20 @@ ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
 echo "== build (ThreadSanitizer: the real pool's tests only) =="
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
   -DPOOLSIM_TSAN=ON -DPOOLSIM_BUILD_PYTHON=OFF -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
-cmake --build build-tsan -j"$jobs" --target pg_pool_tests fault_proxy_tests survival_tests
+cmake --build build-tsan -j"$jobs" --target pg_pool_tests fault_proxy_tests survival_tests poolsim
 
 echo "== real-pool tests under ThreadSanitizer =="
 # A race report ends the test at once (exit code 66). real_pool.validate needs the poolsim
 # binary and the Python side, which this stage does not build.
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j"$jobs" \
   -R '^(real_pool|FaultProxy|MaskPassword)\.' -E '^real_pool\.validate$'
+# poolsim live with every fault at once: worker, dispatcher, monitor and fault threads, the
+# proxy's loop and a server restart (a race here once freed the monitor's connection).
+TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/poolsim live --dsn auto --duration=5s \
+  --workload.rate=200 --pool.size=3 --pool.pre_ping=true --network.drop_rate=720 \
+  --database.outages=2s+500ms --network.idle_drop_after=200ms --database.max_connections=20 \
+  --format json --no-progress >/dev/null
+echo "poolsim live under ThreadSanitizer: clean"
 
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$jobs"
