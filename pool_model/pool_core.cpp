@@ -67,7 +67,10 @@ std::ostream& operator<<(std::ostream& out, const PoolStatus& status) {
 }
 
 PoolCore::PoolCore(const PoolConfig& config)
-    : config_(config), max_overflow_(effective_max_overflow(config)), overflow_(-config.pool_size) {
+    : config_(config),
+      max_overflow_(effective_max_overflow(config)),
+      // Widened before the minus: a pool_size of INT_MIN is refused just below, not negated.
+      overflow_(-static_cast<std::int64_t>(config.pool_size)) {
   if (auto problem = validate(config)) throw std::invalid_argument(*problem);
 }
 
@@ -297,7 +300,7 @@ void PoolCore::do_get(RequestId request) {  // R2
     wait_expired(request);
   } else {
     std::optional<Instant> deadline;
-    if (config_.timeout) deadline = now_ + *config_.timeout;
+    if (config_.timeout) deadline = saturating_add(now_, *config_.timeout);
     waiters_.push_back(Waiter{request, deadline});
   }
 }

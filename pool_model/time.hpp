@@ -28,4 +28,12 @@ inline constexpr Instant kNever = Instant(Duration(std::numeric_limits<std::int6
 
 inline constexpr double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 
+// t + d, or the last (first) instant there is when that lies beyond the int64 range: a deadline
+// or a model time that far away (292 years from the epoch) never comes, and must not wrap around.
+inline constexpr Instant saturating_add(Instant t, Duration d) {
+  if (d.count() > 0 && t > Instant::max() - d) return Instant::max();
+  if (d.count() < 0 && t < Instant::min() - d) return Instant::min();
+  return t + d;
+}
+
 }  // namespace poolsim

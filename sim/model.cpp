@@ -260,6 +260,10 @@ class Simulation {
 
   static Duration seconds(double s) { return from_seconds(s); }
 
+  // now + d. Every delay is at most kMaxDuration, but a chain of them (connects queued behind
+  // each other, holds behind one thread) can pass the end of the int64 range: time stops there.
+  Instant later(Duration d) const { return saturating_add(now_, d); }
+
   void on_arrival(Duration hold) {
     arrive(hold, kNoClient);
     schedule_next_arrival();
@@ -319,7 +323,7 @@ class Simulation {
                      },
                      [&](const Reset&) {
                        reset_scheduled_ = true;
-                       const Instant done = now_ + s_.reset.sample(reset_);
+                       const Instant done = later(s_.reset.sample(reset_));
                        if (s_.reset.is_constant()) {
                          queue_.schedule_in_order(kLaneReset, done, Kind::kResetDone, p,
                                                   current_request_);
@@ -343,7 +347,7 @@ class Simulation {
 
   // A round trip's end: the pre-ping's, or a dead connection's first statement's.
   void schedule_after_ping(Kind kind, std::uint32_t process, std::uint64_t a, std::uint64_t b) {
-    const Instant done = now_ + s_.ping.sample(ping_);
+    const Instant done = later(s_.ping.sample(ping_));
     if (s_.ping.is_constant()) {
       queue_.schedule_in_order(kLanePing, done, kind, process, a, b);
     } else {
@@ -366,7 +370,7 @@ class Simulation {
     }
     stop_idle(c);
     const Duration hold = r.hold ? *r.hold : s_.service.sample(service_);
-    queue_.schedule(now_ + hold, Kind::kHoldDone, r.process, id, 0);
+    queue_.schedule(later(hold), Kind::kHoldDone, r.process, id, 0);
   }
 
   void failed(const Fail& f) {
@@ -457,7 +461,7 @@ class Simulation {
     }
     if (r.counted) --in_flight_counted_;
     if (r.client != kNoClient && !stopped_) {
-      queue_.schedule(now_ + s_.think.sample(think_), Kind::kThinkDone, 0, r.client);
+      queue_.schedule(later(s_.think.sample(think_)), Kind::kThinkDone, 0, r.client);
     }
     requests_.release(id);
   }
@@ -480,7 +484,7 @@ class Simulation {
       return;
     }
     ++setups_running_;
-    const Instant done = now_ + s_.connect.sample(connect_);
+    const Instant done = later(s_.connect.sample(connect_));
     if (server_count_ >= s_.max_connections) {
       queue_.schedule(done, Kind::kSetupDone, p, slot_id, kRefused | epoch);
       return;
@@ -493,7 +497,10 @@ class Simulation {
   void setup_done(std::uint32_t p, SlotId slot, std::uint64_t kind, std::uint64_t epoch) {
     if (kind != kServerDown) {
       --setups_running_;
-      if (!setup_queue_.empty()) {
+      // The queued set-ups that now fit. One that meets a server down is refused at once and
+      // takes no capacity, so the next one starts too: none may be left queued with nothing
+      // running, which nothing would ever start again.
+      while (!setup_queue_.empty() && setups_running_ < s_.connect_capacity) {
         const Setup next = setup_queue_.front();
         setup_queue_.pop_front();
         begin_setup(next.process, next.slot);
@@ -533,7 +540,7 @@ class Simulation {
     open_.set(now_, static_cast<double>(open_ids_.size()));
     if (in_window_) ++stats_.opened;
     if (s_.drop_rate > 0) {
-      queue_.schedule(now_ + seconds(drops_.exponential(3600.0 / s_.drop_rate)), Kind::kDrop, 0, id,
+      queue_.schedule(later(seconds(drops_.exponential(3600.0 / s_.drop_rate))), Kind::kDrop, 0, id,
                       life);
     }
     feed(p, ConnectSucceeded{slot, ConnId{id}});
@@ -578,7 +585,7 @@ class Simulation {
     c.idle_since = now_;
     ++c.idle_gen;
     if (s_.idle_session_timeout.count() > 0) {
-      queue_.schedule_in_order(kLaneIdleClose, now_ + s_.idle_session_timeout,
+      queue_.schedule_in_order(kLaneIdleClose, later(s_.idle_session_timeout),
                                Kind::kServerIdleClose, c.process, id, c.idle_gen);
     }
   }

@@ -177,15 +177,21 @@ std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::files
     const auto comma = line.find(',');
     const std::string first = line.substr(0, comma);
     TraceEntry entry{};
-    try {
-      const double at = parse_number(first);
-      if (at < 0) throw ParseError("must not be negative");
-      entry.at = Duration(static_cast<std::int64_t>(std::llround(at * 1e9)));
-      if (comma != std::string::npos) {
-        const double hold = parse_number(line.substr(comma + 1));
-        if (hold < 0) throw ParseError("must not be negative");
-        entry.hold = Duration(static_cast<std::int64_t>(std::llround(hold * 1e9)));
+    // Like every duration of a scenario, at most kMaxDuration: beyond the int64 range of
+    // Duration, llround would give an unspecified (negative) count.
+    const auto seconds = [](const std::string& cell) {
+      const double s = parse_number(cell);
+      if (s < 0) throw ParseError("must not be negative");
+      if (s > to_seconds(kMaxDuration)) {
+        throw ParseError("must be at most " +
+                         std::to_string(std::llround(to_seconds(kMaxDuration))) + " (" +
+                         format_duration(kMaxDuration) + ")");
       }
+      return Duration(static_cast<std::int64_t>(std::llround(s * 1e9)));
+    };
+    try {
+      entry.at = seconds(first);
+      if (comma != std::string::npos) entry.hold = seconds(line.substr(comma + 1));
     } catch (const ParseError& e) {
       const char first_char = first.empty() ? ' ' : trim(first).empty() ? ' ' : trim(first).front();
       const bool looks_numeric = std::isdigit(static_cast<unsigned char>(first_char)) ||
@@ -299,6 +305,13 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
     if (s.burst_on.count() <= 0) in.refuse("workload.burst_on", "must be longer than 0");
     if (s.burst_off.count() <= 0) in.refuse("workload.burst_off", "must be longer than 0");
     peak_rate = std::max(s.rate, s.burst_rate);
+    // Drawing the arrivals visits every burst and every gap between them, arrivals or not.
+    if (to_seconds(s.duration + s.warmup) / to_seconds(s.burst_on + s.burst_off) >
+        kMaxRequestsPerReplication) {
+      in.refuse("workload.burst_on",
+                "with this workload.burst_off and duration a replication would have over 1e10 "
+                "bursts");
+    }
   }
   if (s.arrival == Arrival::kDiurnal) {
     s.period = in.duration("workload.period");
@@ -315,12 +328,16 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
     s.clients = static_cast<int>(
         in.integer("workload.clients", 1, 1'000'000, "must be a whole number from 1 to 1000000"));
     s.think = in.distribution("workload.think");
-    // Each client sends at most one request per think + hold: that bounds a replication.
-    const double cycle = s.think.mean_seconds() + s.service.mean_seconds();
-    if (!(cycle > 0)) {
-      in.refuse("workload.think", "a closed loop needs think + hold time > 0 (workload.service = " +
-                                      in.text("workload.service") + ")");
+    // A request that fails at once (pool.timeout = 0 at the limit, a connect refused during an
+    // outage) holds nothing: only its think time keeps the client from sending the next one at
+    // the same instant, forever.
+    if (!(s.think.mean_seconds() > 0)) {
+      in.refuse("workload.think",
+                "a closed loop needs a think time > 0 (after a request that fails at once, the "
+                "next would come at the same instant, forever)");
     }
+    // Each client whose requests succeed sends one per think + hold: that bounds a replication.
+    const double cycle = s.think.mean_seconds() + s.service.mean_seconds();
     if (s.clients * to_seconds(s.duration + s.warmup) / cycle > kMaxRequestsPerReplication) {
       in.refuse("workload.clients",
                 "with this think and hold time a replication would have over 1e10 requests");

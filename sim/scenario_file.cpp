@@ -17,7 +17,13 @@ std::map<std::string, std::string> read_scenario_file(const std::filesystem::pat
   if (!in || std::filesystem::is_directory(file, ignored)) {
     throw ScenarioError(file.string() + ": cannot read the scenario file");
   }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return read_scenario_text(text, file.string());
+}
+
+std::map<std::string, std::string> read_scenario_text(const std::string& file_text,
+                                                      const std::string& name) {
+  std::string text = file_text;
   if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte order mark
   po::options_description known;
   for (const OptionInfo& o : kOptions) known.add_options()(o.key, po::value<std::string>(), "");
@@ -26,17 +32,17 @@ std::map<std::string, std::string> read_scenario_file(const std::filesystem::pat
   try {
     parsed = po::parse_config_file(stream, known, true);
   } catch (const po::error& e) {
-    throw ScenarioError(file.string() + ": " + e.what());
+    throw ScenarioError(name + ": " + e.what());
   }
   std::map<std::string, std::string> values;
   for (const po::option& o : parsed.options) {
     const std::string value = o.value.empty() ? "" : o.value.front();
     if (o.unregistered) {
-      throw ScenarioError(file.string() + ": " + o.string_key + " = " + value +
+      throw ScenarioError(name + ": " + o.string_key + " = " + value +
                           ": unknown option (see poolsim --help)");
     }
     if (values.count(o.string_key)) {
-      throw ScenarioError(file.string() + ": " + o.string_key + " is given twice");
+      throw ScenarioError(name + ": " + o.string_key + " is given twice");
     }
     values[o.string_key] = value;
   }

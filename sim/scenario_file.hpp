@@ -14,4 +14,8 @@ namespace poolsim::sim {
 // a syntax error, an unknown key or a key given twice.
 std::map<std::string, std::string> read_scenario_file(const std::filesystem::path& file);
 
+// The same for a scenario file's text; `name` stands for the file in messages.
+std::map<std::string, std::string> read_scenario_text(const std::string& text,
+                                                      const std::string& name);
+
 }  // namespace poolsim::sim

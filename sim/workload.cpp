@@ -6,7 +6,11 @@
 namespace poolsim::sim {
 
 Duration from_seconds(double s) {
-  return Duration(static_cast<std::int64_t>(std::llround(s * 1e9)));
+  const double ns = s * 1e9;
+  // A gap too long for Duration (a rate of 1e-12 per second draws ~30000 years) is the longest
+  // there is: nothing comes after it. llround would give an unspecified, usually negative value.
+  if (!(ns < 0x1p63)) return Duration::max();
+  return Duration(static_cast<std::int64_t>(std::llround(ns)));
 }
 
 Workload::Workload(const Scenario& scenario, int replication)
@@ -32,7 +36,8 @@ std::optional<PlannedRequest> Workload::next() {
 std::optional<Instant> Workload::next_arrival() {
   const Instant from = last_;
   switch (s_.arrival) {
-    case Arrival::kPoisson: return from + from_seconds(arrivals_.exponential(1.0 / s_.rate));
+    case Arrival::kPoisson:
+      return saturating_add(from, from_seconds(arrivals_.exponential(1.0 / s_.rate)));
     case Arrival::kConstant:  // at 0, 1/rate, 2/rate, ...: computed, not summed, so no drift
       return Instant(from_seconds(static_cast<double>(constant_index_++) / s_.rate));
     case Arrival::kOnOff: {
@@ -43,9 +48,9 @@ std::optional<Instant> Workload::next_arrival() {
       for (;;) {
         const Duration phase = (t - Instant{}) % cycle;
         const bool on = phase >= s_.burst_off;
-        const Instant boundary = t + ((on ? cycle : s_.burst_off) - phase);
-        const Instant candidate =
-            t + from_seconds(arrivals_.exponential(1.0 / (on ? s_.burst_rate : s_.rate)));
+        const Instant boundary = saturating_add(t, (on ? cycle : s_.burst_off) - phase);
+        const Instant candidate = saturating_add(
+            t, from_seconds(arrivals_.exponential(1.0 / (on ? s_.burst_rate : s_.rate))));
         if (candidate < boundary) return candidate;
         t = boundary;
         if (t >= end_) return std::nullopt;
@@ -57,7 +62,7 @@ std::optional<Instant> Workload::next_arrival() {
       const double period = to_seconds(s_.period);
       Instant t = from;
       for (;;) {
-        t += from_seconds(arrivals_.exponential(1.0 / peak));
+        t = saturating_add(t, from_seconds(arrivals_.exponential(1.0 / peak)));
         if (t >= end_) return std::nullopt;
         const double phase = to_seconds(t.time_since_epoch()) / period;
         const double rate = s_.rate * (1 + s_.amplitude * std::sin(2 * std::numbers::pi * phase));

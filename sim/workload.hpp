@@ -36,7 +36,7 @@ class Workload {
   std::uint64_t constant_index_ = 0;
 };
 
-// A duration of `s` seconds, rounded to the nanosecond.
+// A duration of `s` seconds, rounded to the nanosecond; Duration::max() when it is longer.
 Duration from_seconds(double s);
 
 }  // namespace poolsim::sim

@@ -33,6 +33,9 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kFormat = "queuepool-conformance/1";
+// How far the scenario clock and the wait clock may go: far inside the int64 nanoseconds of
+// Instant (292 years), so that adding a timeout of up to 1e9 s can never overflow.
+constexpr double kMaxClockSeconds = 4e9;
 
 struct ScenarioError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -428,6 +431,9 @@ class Replay {
   }
 
   RequestId start_checkout(const std::string& actor) {
+    if (static_cast<double>(wait_clock_) > kMaxClockSeconds * 1e9) {
+      throw ScenarioError("the script's waits add up to more than 4e9 seconds");
+    }
     const RequestId id{next_request_++};
     Request& r = requests_[static_cast<std::uint64_t>(id)];
     r.actor = actor;
@@ -590,7 +596,12 @@ class Replay {
     }
     if (op == "advance") {
       require_only(step, {"op", "seconds"}, "advance");
-      clock_ += seconds_field(step, "seconds");
+      const double seconds = seconds_field(step, "seconds");
+      if (clock_ + seconds > kMaxClockSeconds) {
+        throw ScenarioError("field \"seconds\" = " + step.at("seconds").dump() +
+                            ": the scenario clock would pass 4e9 seconds");
+      }
+      clock_ += seconds;
       return nullptr;
     }
     if (op == "kill" || op == "ping_error" || op == "rollback_error") {
