@@ -175,19 +175,8 @@ class PoolState {
     PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && polling != PGRES_POLLING_OK &&
            polling != PGRES_POLLING_FAILED) {
-      pollfd fd{PQsocket(conn),
-                static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
-      int wait_ms = -1;
-      if (deadline) {
-        const Duration left = *deadline - steady_now();
-        wait_ms =
-            left.count() <= 0
-                ? 0
-                : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-      }
-      const int ready = wait_ms == 0 ? 0 : ::poll(&fd, 1, wait_ms);
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready == 0) {
+      const auto events = static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN : POLLOUT);
+      if (!wait_socket(conn, events, deadline)) {
         error = "connection to the server timed out after " + format_duration(*connect_timeout_) +
                 " (connect_timeout)";
         PQfinish(conn);
@@ -227,6 +216,23 @@ class PoolState {
   bool closed = false;  // the PgPool is gone; handles still out close their connections
 
  private:
+  // Waits until the connection's socket is ready for `events` (or poll() fails: libpq then
+  // finds out what is wrong); false once the deadline (nullopt: none) has passed.
+  static bool wait_socket(PGconn* conn, short events, std::optional<Instant> deadline) {
+    for (;;) {
+      int wait_ms = -1;
+      if (deadline) {
+        const Duration left = *deadline - steady_now();
+        if (left.count() <= 0) return false;
+        wait_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      }
+      pollfd fd{PQsocket(conn), events, 0};
+      const int ready = ::poll(&fd, 1, wait_ms);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready != 0) return true;
+    }
+  }
+
   enum class Exec { kOk, kFailed, kTimedOut };
   // PQexec with the connect deadline: PQsendQuery, then PQconsumeInput on poll() until the last
   // result. kFailed (error set) unless every result has the expected status; on kTimedOut the
@@ -241,18 +247,7 @@ class PoolState {
     bool ok = true;
     for (;;) {
       while (PQisBusy(conn) != 0) {
-        pollfd fd{PQsocket(conn), POLLIN, 0};
-        int wait_ms = -1;
-        if (deadline) {
-          const Duration left = *deadline - steady_now();
-          wait_ms =
-              left.count() <= 0
-                  ? 0
-                  : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-        }
-        const int ready = wait_ms == 0 ? 0 : ::poll(&fd, 1, wait_ms);
-        if (ready < 0 && errno == EINTR) continue;
-        if (ready == 0) {
+        if (!wait_socket(conn, POLLIN, deadline)) {
           error = "no answer from the server after " + format_duration(*connect_timeout_) +
                   " (connect_timeout)";
           return Exec::kTimedOut;
