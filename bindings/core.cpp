@@ -40,12 +40,6 @@ using Options = std::map<std::string, std::string>;
 // The scenario of a call: the file's options (if any), overridden by `options`.
 sim::Scenario scenario_of(const std::optional<std::filesystem::path>& file,
                           const Options& options) {
-  std::filesystem::path base_dir = std::filesystem::current_path();
-  Options values;
-  if (file) {
-    base_dir = std::filesystem::absolute(*file).parent_path();
-    values = sim::read_scenario_file(*file);
-  }
   for (const auto& [key, value] : options) {
     bool known = false;
     for (const sim::OptionInfo& o : sim::kOptions) known = known || key == o.key;
@@ -53,8 +47,9 @@ sim::Scenario scenario_of(const std::optional<std::filesystem::path>& file,
       throw sim::ScenarioError(key + " = " + value +
                                ": unknown option (see poolsim.options() for the keys)");
     }
-    values[key] = value;
   }
+  std::filesystem::path base_dir;
+  const Options values = sim::scenario_values(file, options, &base_dir);
   return sim::make_scenario(values, base_dir);
 }
 

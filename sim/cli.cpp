@@ -130,19 +130,15 @@ void emit(const po::variables_map& vm, const std::string& text) {
 }
 
 // Scenario values: the file's, overridden by the command line's.
-std::map<std::string, std::string> scenario_values(const po::variables_map& vm,
-                                                   const std::string& file,
-                                                   std::filesystem::path* base_dir) {
-  std::map<std::string, std::string> values;
-  *base_dir = std::filesystem::current_path();
-  if (!file.empty()) {
-    *base_dir = std::filesystem::absolute(file).parent_path();
-    values = read_scenario_file(file);
-  }
+std::map<std::string, std::string> command_values(const po::variables_map& vm,
+                                                  const std::string& file,
+                                                  std::filesystem::path* base_dir) {
+  std::map<std::string, std::string> overrides;
   for (const OptionInfo& o : kOptions) {
-    if (vm.count(o.key)) values[o.key] = vm[o.key].as<std::string>();
+    if (vm.count(o.key)) overrides[o.key] = vm[o.key].as<std::string>();
   }
-  return values;
+  return scenario_values(file.empty() ? std::nullopt : std::optional<std::filesystem::path>(file),
+                         overrides, base_dir);
 }
 
 // Parses a command's arguments; for --help prints `usage` and the options and returns nullopt.
@@ -181,7 +177,7 @@ std::optional<po::variables_map> parse_command(const std::vector<std::string>& a
 // The scenario a command runs: its file (if any) overridden by the command line.
 Scenario scenario_of(const po::variables_map& vm, const std::vector<std::string>& files) {
   std::filesystem::path base_dir;
-  const auto values = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  const auto values = command_values(vm, files.empty() ? "" : files.front(), &base_dir);
   return make_scenario(values, base_dir);
 }
 
@@ -366,7 +362,7 @@ int sweep_command(const std::vector<std::string>& args) {
   }
 
   std::filesystem::path base_dir;
-  const auto base = scenario_values(vm, files.empty() ? "" : files.front(), &base_dir);
+  const auto base = command_values(vm, files.empty() ? "" : files.front(), &base_dir);
   std::size_t points = 1;
   for (const Grid& g : grids) {
     points *= g.values.size();

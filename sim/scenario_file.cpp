@@ -49,4 +49,17 @@ std::map<std::string, std::string> read_scenario_text(const std::string& file_te
   return values;
 }
 
+std::map<std::string, std::string> scenario_values(
+    const std::optional<std::filesystem::path>& file,
+    const std::map<std::string, std::string>& overrides, std::filesystem::path* base_dir) {
+  std::map<std::string, std::string> values;
+  *base_dir = std::filesystem::current_path();
+  if (file) {
+    *base_dir = std::filesystem::absolute(*file).parent_path();
+    values = read_scenario_file(*file);
+  }
+  for (const auto& [key, value] : overrides) values[key] = value;
+  return values;
+}
+
 }  // namespace poolsim::sim

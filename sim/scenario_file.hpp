@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace poolsim::sim {
@@ -17,5 +18,12 @@ std::map<std::string, std::string> read_scenario_file(const std::filesystem::pat
 // The same for a scenario file's text; `name` stands for the file in messages.
 std::map<std::string, std::string> read_scenario_text(const std::string& text,
                                                       const std::string& name);
+
+// A command's options: the file's (when one is given), overridden by `overrides`. *base_dir is
+// where relative file names in them (traces, empirical distributions) resolve: the file's
+// folder, else the working directory. Shared by the command line and the Python package.
+std::map<std::string, std::string> scenario_values(
+    const std::optional<std::filesystem::path>& file,
+    const std::map<std::string, std::string>& overrides, std::filesystem::path* base_dir);
 
 }  // namespace poolsim::sim
