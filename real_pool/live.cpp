@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -23,6 +24,7 @@
 #include "sim/random.hpp"
 #include "sim/sizing.hpp"
 #include "sim/stats.hpp"
+#include "sim/units.hpp"
 #include "sim/workload.hpp"
 
 namespace poolsim::real_pool {
@@ -476,6 +478,51 @@ sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
   return run.run(progress);
 }
 
+namespace {
+
+// Connects started together, as a burst through the overflow starts them: on a machine with
+// few cores their SCRAM handshakes and backend starts compete for the CPU, and they finish
+// later than one alone would. per_s is the median throughput over the rounds.
+struct ConnectStorm {
+  static constexpr int kConnects = 8;
+  static constexpr int kRounds = 5;
+  double per_s = 0;
+};
+
+ConnectStorm measure_connect_storm(const std::string& dsn) {
+  std::vector<double> rates;
+  for (int round = 0; round < ConnectStorm::kRounds; ++round) {
+    std::vector<PGconn*> conns(ConnectStorm::kConnects, nullptr);
+    std::latch go(ConnectStorm::kConnects + 1);
+    std::vector<std::thread> threads;
+    for (PGconn*& c : conns) {
+      threads.emplace_back([&go, &c, &dsn] {
+        go.arrive_and_wait();
+        c = PQconnectdb(dsn.c_str());
+      });
+    }
+    go.arrive_and_wait();
+    const auto start = Clock::now();
+    for (std::thread& t : threads) t.join();
+    const double took = std::chrono::duration<double>(Clock::now() - start).count();
+    std::string why;
+    for (PGconn* c : conns) {
+      if (PQstatus(c) != CONNECTION_OK && why.empty()) why = PQerrorMessage(c);
+      PQfinish(c);
+    }
+    if (!why.empty()) {
+      throw LiveError("cannot open " + std::to_string(ConnectStorm::kConnects) +
+                      " connections at once to " + mask_password(dsn) + ": " +
+                      why.substr(0, why.find('\n')));
+    }
+    rates.push_back(ConnectStorm::kConnects / took);
+  }
+  std::sort(rates.begin(), rates.end());
+  return ConnectStorm{rates[rates.size() / 2]};
+}
+
+}  // namespace
+
 Calibration calibrate(const std::string& dsn_in, int samples) {
   std::unique_ptr<TestServer> server;
   const std::string dsn =
@@ -515,6 +562,7 @@ Calibration calibrate(const std::string& dsn_in, int samples) {
     }
     PQfinish(c);
   }
+  const ConnectStorm storm = measure_connect_storm(dsn);
   // Each cost as a lognormal with the measured mean and coefficient of variation, and the
   // measured percentiles for the reader to judge the fit.
   Calibration out;
@@ -542,6 +590,25 @@ Calibration calibrate(const std::string& dsn_in, int samples) {
     options["database." + name] = spec;
     out.ini += name + " = " + spec + "\n";
   }
+  // The storm's throughput against one connect alone: how many set-ups' worth of work the
+  // server does at once. Close to kStorm means no contention was seen: unlimited.
+  const double connect_s = out.json["connect"]["mean_ms"].get<double>() * 1e-3;
+  const double capacity = storm.per_s * connect_s;
+  char shown[32];
+  std::snprintf(shown, sizeof shown, "%.1f", capacity);
+  const std::string capacity_text = capacity >= 0.9 * ConnectStorm::kConnects ? "0" : shown;
+  out.json["connect_storm"] = sim::Json{{"connects_at_once", ConnectStorm::kConnects},
+                                        {"rounds", ConnectStorm::kRounds},
+                                        {"per_s", storm.per_s},
+                                        {"capacity", capacity}};
+  options["database.connect_capacity"] = capacity_text;
+  options["database.connect_sharing"] = "shared";
+  char note[160];
+  std::snprintf(note, sizeof note,
+                "# %d connects at once: %.0f/s, against one every %.1f ms alone\n",
+                ConnectStorm::kConnects, storm.per_s, connect_s * 1e3);
+  out.ini += note;
+  out.ini += "connect_capacity = " + capacity_text + "\nconnect_sharing = shared\n";
   out.json["options"] = options;
   out.json["dsn"] = mask_password(dsn);
   return out;
@@ -583,9 +650,10 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
     calibration = c.json;
     for (const auto& item : c.json["options"].items()) {
       const std::string spec = item.value().get<std::string>();
-      const sim::Distribution d = sim::Distribution::parse(spec);
-      if (item.key() == "database.connect") s.connect = d;
-      if (item.key() == "database.ping") s.ping = d;
+      if (item.key() == "database.connect") s.connect = sim::Distribution::parse(spec);
+      if (item.key() == "database.ping") s.ping = sim::Distribution::parse(spec);
+      if (item.key() == "database.connect_capacity") s.connect_capacity = sim::parse_number(spec);
+      if (item.key() == "database.connect_sharing") s.connect_sharing = sim::ConnectSharing::kShared;
       if (item.key() != "database.reset") s.set_option(item.key(), spec);  // see below
     }
     // A live request holds its connection for pg_sleep(hold) plus the statement's overhead,

@@ -4,8 +4,10 @@
 // How the world behaves (documented for users in README.md):
 //  - A request arrives, is routed to a process, waits for a free thread if app.threads caps
 //    them, then checks out. Its wait is from checkout request to grant (or to its failure).
-//  - A connect takes database.connect; at most database.connect_capacity set-ups run at once
-//    (the rest queue at the server). A connect is refused (too_many_connections, after the
+//  - A connect takes database.connect of the server's work. With connect_sharing = queue at most
+//    database.connect_capacity set-ups run at once (the rest queue at the server); with shared
+//    all run at once and share the capacity (processor sharing: n set-ups each progress at
+//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do). A connect is refused (too_many_connections, after the
 //    set-up cost) when the server already has database.max_connections backends, fails at once
 //    during an outage, and fails with probability network.connect_fail (connect_failed).
 //  - A connection dies silently when a middlebox drops it after network.idle_drop_after idle,
@@ -18,6 +20,7 @@
 //    server closes it (idle_session_timeout) or an outage kills it.
 #include "sim/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -38,6 +41,7 @@ enum class Kind : std::uint8_t {
   kThinkDone,        // a closed-loop client sends its next request (a = client)
   kStartCheckout,    // a request got a thread (a = request)
   kSetupDone,        // a connection set-up finished (a = slot, b = SetupKind)
+  kSharedSetupDone,  // the shared set-up with the least work left finished (a = generation)
   kPingDone,         // a pre-ping round trip finished (a = slot, b = 1 if the connection was dead)
   kHoldDone,         // a request finished using its connection (a = request, b = 1: it was dead)
   kResetDone,        // reset-on-return finished (a = request)
@@ -91,6 +95,15 @@ struct Conn {
 struct Setup {
   std::uint32_t process;
   SlotId slot;
+};
+
+// A set-up running under connect_sharing = shared: it is done when the work every running
+// set-up has received reaches `finish` (see Simulation::shared_work_).
+struct SharedSetup {
+  std::uint32_t process;
+  SlotId slot;
+  std::uint64_t kind_and_epoch;  // kSetupDone's b
+  double finish;                 // ns of work
 };
 
 struct Process {
@@ -193,6 +206,19 @@ class Simulation {
       case Kind::kSetupDone:
         setup_done(e.process, SlotId{static_cast<std::uint32_t>(e.a)}, e.b & 0xFF, e.b >> 8);
         return;
+      case Kind::kSharedSetupDone: {
+        if (e.a != shared_gen_) return;  // superseded: the set of running set-ups changed
+        advance_shared_work();
+        const auto first = std::min_element(
+            shared_.begin(), shared_.end(),
+            [](const SharedSetup& x, const SharedSetup& y) { return x.finish < y.finish; });
+        const SharedSetup done = *first;
+        *first = shared_.back();
+        shared_.pop_back();
+        schedule_shared_setup();
+        setup_done(done.process, done.slot, done.kind_and_epoch & 0xFF, done.kind_and_epoch >> 8);
+        return;
+      }
       case Kind::kPingDone:
         feed(e.process, PingResult{SlotId{static_cast<std::uint32_t>(e.a)},
                                    e.b ? PingOutcome::kDisconnect : PingOutcome::kOk, 0});
@@ -469,7 +495,8 @@ class Simulation {
   // ---- the database and the network ------------------------------------------------------------
 
   void open_connection(std::uint32_t p, SlotId slot) {
-    if (s_.connect_capacity > 0 && setups_running_ >= s_.connect_capacity) {
+    if (s_.connect_sharing == ConnectSharing::kQueue && s_.connect_capacity > 0 &&
+        setups_running_ >= s_.connect_capacity) {
       setup_queue_.push_back(Setup{p, slot});
       return;
     }
@@ -484,14 +511,45 @@ class Simulation {
       return;
     }
     ++setups_running_;
-    const Instant done = later(s_.connect.sample(connect_));
-    if (server_count_ >= s_.max_connections) {
-      queue_.schedule(done, Kind::kSetupDone, p, slot_id, kRefused | epoch);
+    const Duration work = s_.connect.sample(connect_);
+    std::uint64_t kind = kRefused;
+    if (server_count_ < s_.max_connections) {
+      kind = kNormal;
+      ++connecting_;
+      set_server_count(server_count_ + 1);
+    }
+    if (s_.connect_sharing == ConnectSharing::kShared) {
+      advance_shared_work();
+      shared_.push_back(SharedSetup{p, slot, kind | epoch,
+                                    shared_work_ + static_cast<double>(work.count())});
+      schedule_shared_setup();
       return;
     }
-    ++connecting_;
-    set_server_count(server_count_ + 1);
-    queue_.schedule(done, Kind::kSetupDone, p, slot_id, kNormal | epoch);
+    queue_.schedule(later(work), Kind::kSetupDone, p, slot_id, kind | epoch);
+  }
+
+  // Processor sharing of set-ups: while n run, each receives min(1, capacity / n) ns of work
+  // per ns. shared_work_ is the work each has received since the first began, so a set-up
+  // started with work w when it stood at W is done when it reaches W + w.
+  double shared_speed() const {
+    const auto n = static_cast<double>(shared_.size());
+    return s_.connect_capacity > 0 && n > s_.connect_capacity ? s_.connect_capacity / n : 1.0;
+  }
+  void advance_shared_work() {
+    shared_work_ += static_cast<double>((now_ - shared_since_).count()) * shared_speed();
+    shared_since_ = now_;
+  }
+  // One event, for the set-up that finishes first at the current speed; any change to the set
+  // of running set-ups supersedes it.
+  void schedule_shared_setup() {
+    ++shared_gen_;
+    if (shared_.empty()) return;
+    double least = shared_.front().finish;
+    for (const SharedSetup& x : shared_) least = std::min(least, x.finish);
+    const double ns = std::max(0.0, (least - shared_work_) / shared_speed());
+    const Duration left =
+        ns < 0x1p62 ? Duration(static_cast<std::int64_t>(std::llround(ns))) : Duration::max();
+    queue_.schedule(later(left), Kind::kSharedSetupDone, 0, shared_gen_);
   }
 
   void setup_done(std::uint32_t p, SlotId slot, std::uint64_t kind, std::uint64_t epoch) {
@@ -612,6 +670,10 @@ class Simulation {
   Slab<Conn> conns_;
   std::vector<std::uint32_t> open_ids_;  // open connections, client side
   RingQueue<Setup> setup_queue_;
+  std::vector<SharedSetup> shared_;  // running set-ups, connect_sharing = shared
+  double shared_work_ = 0;           // ns of work each running set-up has received
+  Instant shared_since_{};           // when shared_work_ was brought up to date
+  std::uint64_t shared_gen_ = 0;
 
   std::uint64_t next_process_ = 0;
   std::uint32_t current_request_ = 0;

@@ -50,7 +50,10 @@ const std::vector<OptionInfo> kOptions = {
     {"database.reset", "const:50us", "cost of the reset-on-return rollback (distribution)"},
     {"database.idle_session_timeout", "0", "server closes connections idle this long; 0 = never"},
     {"database.connect_capacity", "0",
-     "connection set-ups the server handles at once; 0 = unlimited"},
+     "connection set-ups the server handles at once; 0 = unlimited (shared: may be fractional)"},
+    {"database.connect_sharing", "queue",
+     "set-ups beyond connect_capacity: queue (wait for a free one) or shared (all run at once "
+     "and share it, as CPU-bound handshakes do)"},
     {"database.outages", "",
      "restarts: START+LENGTH list, e.g. 20s+5s,40s+1s; all connections die"},
     {"network.idle_drop_after", "0",
@@ -369,9 +372,24 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
   s.ping = in.distribution("database.ping");
   s.reset = in.distribution("database.reset");
   s.idle_session_timeout = in.duration("database.idle_session_timeout");
-  s.connect_capacity =
-      static_cast<int>(in.integer("database.connect_capacity", 0, 10'000'000,
-                                  "must be 0 (unlimited) or a whole number up to 10000000"));
+  const std::string sharing = in.text("database.connect_sharing");
+  if (sharing == "queue") {
+    s.connect_sharing = ConnectSharing::kQueue;
+  } else if (sharing == "shared") {
+    s.connect_sharing = ConnectSharing::kShared;
+  } else {
+    in.refuse("database.connect_sharing", "must be queue or shared");
+  }
+  s.connect_capacity = in.number("database.connect_capacity");
+  if (!(s.connect_capacity >= 0) || s.connect_capacity > 1e7) {
+    in.refuse("database.connect_capacity", "must be 0 (unlimited) or a number up to 1e7");
+  }
+  if (s.connect_sharing == ConnectSharing::kQueue &&
+      s.connect_capacity != std::floor(s.connect_capacity)) {
+    in.refuse("database.connect_capacity",
+              "must be a whole number with database.connect_sharing = queue (a fraction of a "
+              "set-up needs shared)");
+  }
   s.outages = parse_outages(in);
 
   s.idle_drop_after = in.duration("network.idle_drop_after");

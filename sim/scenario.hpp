@@ -21,6 +21,7 @@ namespace poolsim::sim {
 
 enum class Arrival { kPoisson, kConstant, kOnOff, kDiurnal, kTrace, kClosed };
 enum class Routing { kRoundRobin, kRandom };
+enum class ConnectSharing { kQueue, kShared };
 
 struct Outage {
   Duration start;
@@ -63,7 +64,10 @@ struct Scenario {
   Distribution ping;
   Distribution reset;
   Duration idle_session_timeout{0};
-  int connect_capacity = 0;
+  // Set-ups the server runs at once, 0 = unlimited. kQueue: at most this many run, the rest wait
+  // in line. kShared: all run, each at min(1, capacity / running) speed (processor sharing).
+  double connect_capacity = 0;
+  ConnectSharing connect_sharing = ConnectSharing::kQueue;
   std::vector<Outage> outages;
 
   Duration idle_drop_after{0};

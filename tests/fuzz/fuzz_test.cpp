@@ -504,6 +504,7 @@ const std::vector<OptionKind>& option_kinds() {
       {"database.reset", K::kDistribution},
       {"database.idle_session_timeout", K::kDuration},
       {"database.connect_capacity", K::kInteger, 0, 8},
+      {"database.connect_sharing", K::kWord, 0, 0, {"queue", "shared"}},
       {"database.outages", K::kOutages},
       {"network.idle_drop_after", K::kDuration},
       {"network.drop_rate", K::kRate},

@@ -831,6 +831,57 @@ TEST_F(ModelFeatures, ConnectCapacitySerialisesConnectStorms) {
   EXPECT_GT(wait(run(slow), "mean"), 2 * wait(run(restart), "mean"));
 }
 
+TEST_F(ModelFeatures, SharedConnectCapacitySlowsEverySetUpAlike) {
+  // Processor sharing, computed by hand: n set-ups of 30 ms each with capacity c all run at
+  // min(1, c / n) speed, so together they finish at 30 ms * n / c (queue: in rounds).
+  auto storm = [&](int n, const char* capacity, const char* sharing) {
+    std::string trace;
+    for (int i = 0; i < n; ++i) trace += "0,1\n";
+    return run({{"duration", "3s"},
+                {"workload.arrival", "trace"},
+                {"workload.trace", write("shared" + std::to_string(n) + ".csv", trace)},
+                {"pool.size", "10"},
+                {"database.connect_capacity", capacity},
+                {"database.connect_sharing", sharing}});
+  };
+  const Json four = storm(4, "2", "shared");
+  EXPECT_DOUBLE_EQ(wait(four, "max"), 60.0);
+  EXPECT_DOUBLE_EQ(wait(four, "mean"), 60.0);  // all four together, none first
+  const Json queued = storm(4, "2", "queue");
+  EXPECT_DOUBLE_EQ(wait(queued, "max"), 60.0);
+  EXPECT_DOUBLE_EQ(wait(queued, "mean"), 45.0);  // two at 30 ms, two at 60 ms
+  EXPECT_DOUBLE_EQ(wait(storm(3, "1.5", "shared"), "max"), 60.0);  // 3 x 30 ms / 1.5
+  EXPECT_DOUBLE_EQ(wait(storm(2, "2", "shared"), "max"), 30.0);    // within capacity: full speed
+  EXPECT_DOUBLE_EQ(wait(storm(5, "0", "shared"), "max"), 30.0);    // 0 = unlimited
+
+  // Staggered: capacity 1, a set-up at 0 and one at 10 ms. Alone the first does 10 ms of its
+  // 30; then both run at half speed until it finishes its other 20 at 50 ms; by then the second
+  // has done 20 and finishes its last 10 alone at 60 ms. Waits: 50 and 50 ms.
+  const Json staggered =
+      run({{"duration", "3s"},
+           {"workload.arrival", "trace"},
+           {"workload.trace", write("staggered.csv", "0,1\n0.010,1\n")},
+           {"pool.size", "10"},
+           {"database.connect_capacity", "1"},
+           {"database.connect_sharing", "shared"}});
+  EXPECT_DOUBLE_EQ(wait(staggered, "max"), 50.0);
+  EXPECT_DOUBLE_EQ(wait(staggered, "mean"), 50.0);
+  expect_one_outcome_each(staggered);
+
+  // A restart's reconnect storm under shared capacity 1 is slower than unlimited, and every
+  // request still has one outcome.
+  const Options restart = {{"duration", "2s"},           {"warmup", "3s"},
+                           {"workload.rate", "1000"},    {"workload.service", "const:5ms"},
+                           {"pool.size", "10"},          {"pool.pre_ping", "true"},
+                           {"database.outages", "2s+1s"}};
+  Options slow = restart;
+  slow["database.connect_capacity"] = "1";
+  slow["database.connect_sharing"] = "shared";
+  const Json slowed = run(slow);
+  EXPECT_GT(wait(slowed, "mean"), 2 * wait(run(restart), "mean"));
+  expect_one_outcome_each(slowed);
+}
+
 TEST_F(ModelFeatures, OutagesFailRequestsThenRecover) {
   const Options base = {{"duration", "5s"}, {"workload.rate", "100"}, {"pool.pre_ping", "true"}};
   const Json control = run(base);
