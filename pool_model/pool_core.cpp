@@ -95,18 +95,6 @@ void PoolCore::handle_timeout(Instant now) {
   run_handoffs();
 }
 
-std::optional<Action> PoolCore::poll_action() {
-  if (actions_.empty()) return std::nullopt;
-  Action action = actions_.front();
-  actions_.pop_front();
-  return action;
-}
-
-std::optional<Instant> PoolCore::poll_timeout() const {
-  if (waiters_.empty()) return std::nullopt;
-  return waiters_.front().deadline;
-}
-
 PoolStatus PoolCore::status() const {
   const auto idle = static_cast<std::int64_t>(idle_.size());
   return PoolStatus{config_.pool_size, idle, config_.pool_size - idle + overflow_,

@@ -42,8 +42,18 @@ class PoolCore {
 
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant now);              // extra calls are harmless
-  std::optional<Action> poll_action();           // drain after every input
-  std::optional<Instant> poll_timeout() const;   // earliest pending deadline
+  // Drain after every input. Inline, with poll_timeout: drivers call them on every event.
+  std::optional<Action> poll_action() {
+    if (actions_.empty()) return std::nullopt;
+    std::optional<Action> action(std::in_place, std::move(actions_.front()));
+    actions_.pop_front();
+    return action;
+  }
+  // The earliest pending deadline: the oldest waiter's.
+  std::optional<Instant> poll_timeout() const {
+    if (waiters_.empty()) return std::nullopt;
+    return waiters_.front().deadline;
+  }
   PoolStatus status() const;
   // Throws std::logic_error describing the first broken invariant.
   void check_invariants() const;

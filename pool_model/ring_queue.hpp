@@ -46,7 +46,8 @@ class RingQueue {
     const std::size_t s = head_ + i;
     return s < items_.size() ? s : s - items_.size();
   }
-  void grow() {
+  // Out of line and rare: keeps push_back small enough to inline on the hot path.
+  [[gnu::noinline]] void grow() {
     std::vector<T> bigger(items_.empty() ? 8 : items_.size() * 2);
     for (std::size_t i = 0; i < size_; ++i) bigger[i] = std::move(items_[slot(i)]);
     items_ = std::move(bigger);

@@ -57,7 +57,7 @@ class Distribution {
 
   static Duration round_ns(double ns) {
     constexpr auto kMax = static_cast<double>(kMaxDuration.count());
-    return Duration(std::llround(ns < kMax ? ns : kMax));
+    return Duration(round_to_integer(ns < kMax ? ns : kMax));  // ns >= 0
   }
 
   Kind kind_ = Kind::kConst;

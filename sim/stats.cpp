@@ -14,19 +14,13 @@ namespace {
 // s = max(b - 8, 0) bits, which leaves v >> s in [128, 256) when s > 0 (in [0, 256) when
 // s = 0); its bucket is 128 s + (v >> s). Buckets 0 .. 255 hold 0 .. 255 exactly; bucket
 // 128 s + m for s >= 1 holds [m << s, (m + 1) << s).
-constexpr int kSubBucketBits = 7;
+constexpr int kSubBucketBits = Histogram::kSubBucketBits;
 constexpr int kExactBits = kSubBucketBits + 1;
 static_assert(Histogram::kExactBelow == std::int64_t{1} << kExactBits);
 static_assert(Histogram::kBucketCount ==
               static_cast<std::size_t>(Histogram::kExactBelow) +
                   static_cast<std::size_t>(63 - kExactBits) * (std::size_t{1} << kSubBucketBits));
 static_assert(Histogram::kMaxRelativeError <= 0.005);
-
-std::size_t bucket_index(std::uint64_t value) {
-  const int shift = std::max(static_cast<int>(std::bit_width(value)) - kExactBits, 0);
-  return (static_cast<std::size_t>(shift) << kSubBucketBits) +
-         static_cast<std::size_t>(value >> shift);
-}
 
 // The midpoint of the integers in bucket `index`: lo + (width - 1) / 2.
 double bucket_midpoint(std::size_t index) {
@@ -57,17 +51,8 @@ std::uint64_t nearest_rank(double q, std::uint64_t n) {
 
 Histogram::Histogram() : counts_(kBucketCount, 0), min_(std::numeric_limits<std::int64_t>::max()) {}
 
-void Histogram::add(std::int64_t value) {
-  if (value < 0) {
-    throw std::invalid_argument("Histogram::add: negative value " + std::to_string(value));
-  }
-  const auto unsigned_value = static_cast<std::uint64_t>(value);
-  ++counts_[bucket_index(unsigned_value)];
-  ++count_;
-  sum_low_ += unsigned_value;
-  if (sum_low_ < unsigned_value) ++sum_high_;  // carry
-  min_ = std::min(min_, value);
-  max_ = std::max(max_, value);
+void Histogram::refuse_negative(std::int64_t value) {
+  throw std::invalid_argument("Histogram::add: negative value " + std::to_string(value));
 }
 
 void Histogram::merge(const Histogram& other) {
@@ -135,15 +120,6 @@ void TimeWeighted::start(Instant at, double level) {
   integral_ = 0;
 }
 
-void TimeWeighted::set(Instant at, double level) {
-  require_started_and_not_before(at, "set");
-  integral_ +=
-      static_cast<long double>(level_) * static_cast<long double>((at - last_change_).count());
-  last_change_ = at;
-  level_ = level;
-  peak_ = std::max(peak_, level);
-}
-
 void TimeWeighted::restart(Instant at) {
   require_started_and_not_before(at, "restart");
   start(at, level_);
@@ -164,6 +140,7 @@ double TimeWeighted::peak() const {
 }
 
 void TimeWeighted::require_started_and_not_before(Instant at, const char* operation) const {
+  if (started_ && at >= last_change_) return;
   if (!started_)
     throw std::logic_error(std::string("TimeWeighted::") + operation + " before start");
   if (at < last_change_) {

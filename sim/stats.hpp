@@ -5,6 +5,8 @@
 // TimeWeighted::set are called once per simulated event.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -34,11 +36,21 @@ class Histogram {
   static constexpr std::int64_t kExactBelow = 256;
   static constexpr std::size_t kBucketCount = 7296;  // 256 + 128 per power of two in [2^8, 2^63)
   static constexpr double kMaxRelativeError = 1.0 / 256.0;
+  static constexpr int kSubBucketBits = 7;  // 128 buckets per power of two
 
   Histogram();
 
-  // Throws std::invalid_argument for a negative value.
-  void add(std::int64_t value);
+  // Throws std::invalid_argument for a negative value. Inline: called twice per request.
+  void add(std::int64_t value) {
+    if (value < 0) refuse_negative(value);
+    const auto v = static_cast<std::uint64_t>(value);
+    ++counts_[bucket_index(v)];
+    ++count_;
+    sum_low_ += v;
+    if (sum_low_ < v) ++sum_high_;  // carry
+    min_ = std::min(min_, value);
+    max_ = std::max(max_, value);
+  }
   // Adds other's values to this one (both have the same bucket layout).
   void merge(const Histogram& other);
   void clear();
@@ -60,6 +72,15 @@ class Histogram {
   std::size_t bucket_count() const { return counts_.size(); }
 
  private:
+  // A value with bit width b is shifted right by s = max(b - 8, 0), which leaves it in
+  // [128, 256) when s > 0; its bucket is 128 s + (v >> s) (see stats.cpp).
+  static std::size_t bucket_index(std::uint64_t value) {
+    const int shift = std::max(static_cast<int>(std::bit_width(value)) - (kSubBucketBits + 1), 0);
+    return (static_cast<std::size_t>(shift) << kSubBucketBits) +
+           static_cast<std::size_t>(value >> shift);
+  }
+  [[noreturn]] static void refuse_negative(std::int64_t value);
+
   std::vector<std::uint64_t> counts_;
   std::uint64_t count_ = 0;
   // The sum of all values as a 128-bit unsigned integer: exact for any count below 2^64.
@@ -76,8 +97,15 @@ class TimeWeighted {
  public:
   // Begins the record at `at` with `level`; forgets everything recorded before.
   void start(Instant at, double level);
-  // The level changes to `level` at `at`.
-  void set(Instant at, double level);
+  // The level changes to `level` at `at`. Inline: the simulator calls it on most events.
+  void set(Instant at, double level) {
+    if (!started_ || at < last_change_) require_started_and_not_before(at, "set");  // throws
+    integral_ +=
+        static_cast<long double>(level_) * static_cast<long double>((at - last_change_).count());
+    last_change_ = at;
+    level_ = level;
+    peak_ = std::max(peak_, level);
+  }
   // Ends the warm-up: keeps the current level, clears the integral and sets the peak to the
   // current level, as if start(at, current level) were called.
   void restart(Instant at);

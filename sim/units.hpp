@@ -20,6 +20,13 @@ struct ParseError : std::runtime_error {
 // duration, and the sum of two, inside the int64 nanosecond range of Duration (about 292 years).
 inline constexpr Duration kMaxDuration = std::chrono::hours(1'000'000);
 
+// std::llround(x) for 0 <= x < 2^63, bit for bit (halves away from zero), but inline: glibc's
+// llround is a library call, and the simulator rounds every duration it samples.
+inline std::int64_t round_to_integer(double x) {
+  const auto whole = static_cast<std::int64_t>(x);  // x - whole is exact: no rounding below
+  return whole + (x - static_cast<double>(whole) >= 0.5 ? 1 : 0);
+}
+
 // A non-negative decimal number and a unit (ns, us, ms, s, min, h): "250us", "1.5s", "0.5h";
 // the bare "0" needs no unit. Surrounding whitespace is ignored. Exact decimal arithmetic,
 // rounded to the nearest nanosecond (halves up).

@@ -10,7 +10,7 @@ Duration from_seconds(double s) {
   // A gap too long for Duration (a rate of 1e-12 per second draws ~30000 years) is the longest
   // there is: nothing comes after it. llround would give an unspecified, usually negative value.
   if (!(ns < 0x1p63)) return Duration::max();
-  return Duration(static_cast<std::int64_t>(std::llround(ns)));
+  return Duration(ns >= 0 ? round_to_integer(ns) : std::llround(ns));
 }
 
 Workload::Workload(const Scenario& scenario, int replication)

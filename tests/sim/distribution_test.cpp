@@ -155,6 +155,23 @@ TEST(ParseBool, AcceptsAndRefuses) {
 // ---------------------------------------------------------------------------------------------
 // random
 
+TEST(RoundToInteger, IsLlroundForEveryNonNegativeDouble) {
+  // Halves go away from zero; the largest double below one half goes down; beyond 2^52 every
+  // double is a whole number.
+  for (double x : {0.0, 0.5, 1.5, 2.5, 0.49999999999999994, 1e-300, 12345.4999, 12345.5,
+                   0x1p52 - 0.5, 0x1p52, 0x1p53 + 2, 0x1p62, 9.2e18}) {
+    EXPECT_EQ(round_to_integer(x), std::llround(x)) << x;
+  }
+  Rng rng(7, 0);
+  for (int i = 0; i < 100000; ++i) {
+    // Every binade from 2^-10 to 2^62, and exact halves of random integers.
+    const double x = std::ldexp(rng.uniform(), static_cast<int>(rng.below(73)) - 10);
+    ASSERT_EQ(round_to_integer(x), std::llround(x)) << x;
+    const double half = static_cast<double>(rng.below(1u << 30)) + 0.5;
+    ASSERT_EQ(round_to_integer(half), std::llround(half)) << half;
+  }
+}
+
 TEST(Rng, MatchesReferenceValues) {
   // Computed with an independent Python transcription of splitmix64 and xoshiro256++
   // (its splitmix64 reproduces the published first outputs 0xe220a8397b1dcdaf, ... for 0).
