@@ -50,7 +50,10 @@ Calibration calibrate(const std::string& dsn, int samples = 50);
 // for each metric whether the live figure lies within the simulation's 95% interval widened by
 // the tolerance for measurement noise (stated per metric in the result's "tolerance").
 // `live` runs the live side: run_live by default; Python's validate(against="sqlalchemy")
-// passes one that drives the same workload through a real SQLAlchemy engine.
+// passes one that drives the same workload through a real SQLAlchemy engine. A runner that
+// measured its own cost beyond each hold (asked to when calibrating) returns it in its result as
+// "calibration": {"statement": {..., "distribution"}}; validate simulates with that instead of
+// libpq's statement cost and moves it to the report's calibration block.
 using LiveRunner = std::function<sim::Json(const sim::Scenario&, const sim::Progress&)>;
 sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
                    const sim::Progress& progress = {}, const LiveRunner& live = {});

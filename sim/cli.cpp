@@ -586,7 +586,8 @@ po::options_description live_options() {
 // The live side of `validate --against sqlalchemy`: poolsim's Python package, built next to
 // this binary (build/python), drives the workload through a real SQLAlchemy engine. The DSN
 // and SQL go through the environment, not the command line (ps would show the password).
-Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::string& sql) {
+Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::string& sql,
+                     bool calibrate) {
   std::error_code error;
   const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
   const std::filesystem::path python_dir = exe.parent_path().parent_path() / "python";
@@ -610,6 +611,7 @@ Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::strin
          1);
   setenv("POOLSIM_DSN", dsn.c_str(), 1);
   setenv("POOLSIM_SQL", sql.c_str(), 1);
+  setenv("POOLSIM_CALIBRATE", calibrate ? "1" : "0", 1);
   const char* python = std::getenv("POOLSIM_PYTHON");
   const std::string command = std::string("'") + (python && *python ? python : "/usr/bin/python3") +
                               "' -m poolsim._validate_sqlalchemy < '" + in_path + "' 2> '" +
@@ -686,9 +688,10 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
           server = std::make_unique<real_pool::TestServer>();
           on.dsn = server->dsn();
         }
-        result = real_pool::validate(scenario, on, vm.count("calibrate") > 0, progress,
-                                     [&on](const Scenario& s, const Progress&) {
-                                       return sqlalchemy_live(s, on.dsn, on.sql);
+        const bool calibrate = vm.count("calibrate") > 0;
+        result = real_pool::validate(scenario, on, calibrate, progress,
+                                     [&on, calibrate](const Scenario& s, const Progress&) {
+                                       return sqlalchemy_live(s, on.dsn, on.sql, calibrate);
                                      });
       }
     }

@@ -207,7 +207,8 @@ def validate(scenario: Scenario = None, *, dsn: str = "auto", against: str = "po
     ``against="poolsim"`` runs the live side on poolsim's real pool (libpq);
     ``against="sqlalchemy"`` drives the same schedule through a real SQLAlchemy engine
     (QueuePool, psycopg2): how a Flask-SQLAlchemy user checks the model against the pool they
-    actually run. ``calibrate=True`` measures the server's connect, ping and reset costs first.
+    actually run. ``calibrate=True`` measures the server's connect, ping and reset costs first
+    (and, against SQLAlchemy, what a request costs through SQLAlchemy beyond its hold).
     """
     _require_libpq()
     if against not in ("poolsim", "sqlalchemy"):
@@ -220,7 +221,8 @@ def validate(scenario: Scenario = None, *, dsn: str = "auto", against: str = "po
 
     with _server_for(dsn) as conninfo:
         def run_live(echo: Mapping[str, str]) -> str:
-            return json.dumps(sqlalchemy_live(dict(echo), dsn=conninfo, sql=sql).to_dict())
+            return json.dumps(sqlalchemy_live(dict(echo), dsn=conninfo, sql=sql,
+                                              calibrate=calibrate).to_dict())
 
         text, table = _core.validate(file, values, conninfo, sql or "", calibrate, run_live)
     return Validation(json.loads(text), table)

@@ -60,7 +60,7 @@ def _engine_kwargs(config: Mapping[str, str]) -> dict:
 
 def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[str] = None,
                     sql: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
-                    **kwargs: Any) -> Result:
+                    calibrate: bool = False, **kwargs: Any) -> Result:
     """Drive the scenario's workload through ``sqlalchemy.create_engine`` (QueuePool, psycopg2)
     on threads, in real time, and report it in poolsim's result schema (``"mode": "live"``).
 
@@ -70,6 +70,11 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
     pre_ping, use_lifo, reset_on_return; app.processes gives one engine per process (requests
     round-robin), app.threads caps the requests each runs at once. Faults the SQLAlchemy driver
     cannot make (network.*, database.outages) are refused with ValueError; use poolsim.live.
+
+    ``calibrate=True`` first measures what a request costs through SQLAlchemy beyond its hold
+    (checkout, psycopg2's BEGIN, the statement, the ROLLBACK on return, Python's share), one
+    request at a time, and reports it as ``calibration.statement``: ``poolsim.validate(...,
+    against="sqlalchemy", calibrate=True)`` simulates with it.
     """
     import sqlalchemy
 
@@ -89,11 +94,12 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
         with TestServer() as server:
             if config["database.max_connections"] != "100":
                 server.set_parameter("max_connections", config["database.max_connections"])
-            return _run(sqlalchemy, file, values, config, server.dsn, None, sql)
+            return _run(sqlalchemy, file, values, config, server.dsn, None, sql, calibrate)
     if config["database.max_connections"] != "100":
         raise ValueError(f"database.max_connections = {config['database.max_connections']}: "
                          "only a server the run starts itself (dsn='auto') can be set")
-    return _run(sqlalchemy, file, values, config, dsn if url is None else None, url, sql)
+    return _run(sqlalchemy, file, values, config, dsn if url is None else None, url, sql,
+                calibrate)
 
 
 def _masked(text: str) -> str:
@@ -102,7 +108,35 @@ def _masked(text: str) -> str:
     return _core.mask_password(text)
 
 
-def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
+def _statement_overhead(sqlalchemy, url, connect_args, samples: int = 50) -> dict:
+    """What one request costs through SQLAlchemy beyond its hold, one at a time: from the
+    checkout's return to the end of close() (psycopg2's BEGIN, ``SELECT pg_sleep(h)``, the
+    reset-on-return ROLLBACK, SQLAlchemy's and Python's own time), minus h. The counterpart of
+    ``poolsim calibrate``'s libpq statement cost, as a [database] distribution."""
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args, pool_size=1, max_overflow=0)
+    statement = sqlalchemy.text("SELECT pg_sleep(:hold)")
+    rng = np.random.default_rng(20261203)
+    overhead = []
+    try:
+        engine.connect().close()  # the connect is not part of a request's hold
+        for hold in 0.001 + 0.019 * rng.random(samples):
+            conn = engine.connect()
+            start = time.perf_counter()
+            conn.execute(statement, {"hold": float(hold)})
+            conn.close()
+            overhead.append(max(0.0, time.perf_counter() - start - hold) * 1e3)
+    finally:
+        engine.dispose()
+    values = np.sort(np.array(overhead))
+    mean = float(values.mean())
+    cv = float(values.std(ddof=1) / mean) if mean > 0 else 0.0
+    return {"samples": samples, "mean_ms": mean, "cv": cv,
+            "p50_ms": float(values[samples // 2]), "p95_ms": float(values[int(0.95 * samples)]),
+            "max_ms": float(values[-1]), "through": "sqlalchemy",
+            "distribution": f"lognormal:mean={mean * 1e3:.0f}us,cv={max(cv, 0.01):.2f}"}
+
+
+def _run(sqlalchemy, file, values, config, dsn, url, sql, calibrate=False) -> Result:
     import psycopg2
 
     # The server must be reachable before the run starts: otherwise every request would
@@ -131,6 +165,7 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
         fields.pop("application_name", None)
         connect_args.update(fields)
         url = "postgresql+psycopg2://"
+    statement_cost = _statement_overhead(sqlalchemy, url, connect_args) if calibrate else None
     processes = int(config["app.processes"])
     threads = int(config["app.threads"])
     engines = [sqlalchemy.create_engine(url, connect_args=connect_args, **_engine_kwargs(config))
@@ -271,5 +306,7 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql) -> Result:
                              np.ascontiguousarray(latency_ms[counted]), levels, wall)
     result = json.loads(text)
     result["driver"] = f"sqlalchemy {sqlalchemy.__version__} (QueuePool, psycopg2)"
+    if statement_cost is not None:
+        result["calibration"] = {"statement": statement_cost}
     return Result(result)
 

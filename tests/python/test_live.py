@@ -205,6 +205,37 @@ def test_validate_against_sqlalchemy(server):
     assert _wait_for_no_backends(server) == (0, 0)
 
 
+def test_validate_calibrates_through_what_it_runs(server):
+    """--calibrate measures the server (connects alone and 8 at once) and, against SQLAlchemy,
+    what a request costs through SQLAlchemy; the simulation uses exactly those figures."""
+    v = poolsim.validate(dsn=server.dsn, against="sqlalchemy", calibrate=True, duration="2s",
+                         workload_rate=50, pool_size=3, max_overflow=0)
+    report = v.to_dict()
+    calibration = report["calibration"]
+    storm = calibration["connect_storm"]
+    assert storm["connects_at_once"] == 8 and storm["per_s"] > 0 and storm["capacity"] > 0
+    config = report["sim"]["config"]
+    assert config["database.connect_sharing"] == "shared"
+    assert float(config["database.connect_capacity"]) == float(
+        calibration["options"]["database.connect_capacity"])
+    runner = calibration["runner_statement"]
+    assert runner["through"] == "sqlalchemy" and runner["samples"] == 50 and runner["mean_ms"] > 0
+    assert config["database.reset"] == runner["distribution"]
+    assert "calibration" not in report["live"]  # moved to the report's calibration block
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
+def test_sqlalchemy_live_calibrate_reports_its_statement_cost(server):
+    r = poolsim.sqlalchemy_live(dsn=server.dsn, calibrate=True, duration="1s", workload_rate=20)
+    statement = r.to_dict()["calibration"]["statement"]
+    assert statement["p50_ms"] <= statement["p95_ms"] <= statement["max_ms"]
+    # The distribution is one the simulator accepts, with the measured mean.
+    assert poolsim.simulate(database_reset=statement["distribution"], duration="1s").requests > 0
+    assert f"mean={statement['mean_ms'] * 1e3:.0f}us" in statement["distribution"]
+    assert "calibration" not in poolsim.sqlalchemy_live(dsn=server.dsn, duration="1s",
+                                                        workload_rate=20).to_dict()
+
+
 # --- no password in any error -----------------------------------------------------------------
 
 def _secret(server):
