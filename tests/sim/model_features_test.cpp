@@ -801,6 +801,14 @@ TEST_F(ModelFeatures, IdleSessionTimeoutKillsIdleConnections) {
   EXPECT_EQ(conn(longer, "opened"), 1);
 }
 
+// The window just after a 1 s outage under 1,000 requests/s with pre_ping: the reconnect storm.
+Options restart_storm() {
+  return {{"duration", "2s"},           {"warmup", "3s"},
+          {"workload.rate", "1000"},    {"workload.service", "const:5ms"},
+          {"pool.size", "10"},          {"pool.pre_ping", "true"},
+          {"database.outages", "2s+1s"}};
+}
+
 TEST_F(ModelFeatures, ConnectCapacitySerialisesConnectStorms) {
   // Ten requests at t = 0, each needing its own connection (30 ms to set up).
   std::string ten;
@@ -822,10 +830,7 @@ TEST_F(ModelFeatures, ConnectCapacitySerialisesConnectStorms) {
   EXPECT_DOUBLE_EQ(wait(three, "max"), 120.0);  // in four rounds of at most three
 
   // After a restart, the reconnect storm is slower with a capacity of 1.
-  const Options restart = {{"duration", "2s"},           {"warmup", "3s"},
-                           {"workload.rate", "1000"},    {"workload.service", "const:5ms"},
-                           {"pool.size", "10"},          {"pool.pre_ping", "true"},
-                           {"database.outages", "2s+1s"}};
+  const Options restart = restart_storm();
   Options slow = restart;
   slow["database.connect_capacity"] = "1";
   EXPECT_GT(wait(run(slow), "mean"), 2 * wait(run(restart), "mean"));
@@ -870,10 +875,7 @@ TEST_F(ModelFeatures, SharedConnectCapacitySlowsEverySetUpAlike) {
 
   // A restart's reconnect storm under shared capacity 1 is slower than unlimited, and every
   // request still has one outcome.
-  const Options restart = {{"duration", "2s"},           {"warmup", "3s"},
-                           {"workload.rate", "1000"},    {"workload.service", "const:5ms"},
-                           {"pool.size", "10"},          {"pool.pre_ping", "true"},
-                           {"database.outages", "2s+1s"}};
+  const Options restart = restart_storm();
   Options slow = restart;
   slow["database.connect_capacity"] = "1";
   slow["database.connect_sharing"] = "shared";
