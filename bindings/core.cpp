@@ -309,6 +309,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("table", &table, py::arg("json"), "the human table of a sim or live result");
 #ifdef POOLSIM_WITH_LIBPQ
   m.attr("with_libpq") = true;
+  m.def("check_dsn", [](const std::string& dsn) { masked([&] { real_pool::check_dsn(dsn); }); },
+        py::arg("dsn"), "raises ValueError unless dsn can name a database");
   m.def("live", &live, file, py::arg("options"), py::arg("dsn"), py::arg("sql"));
   m.def("validate", &bindings::validate, file, py::arg("options"), py::arg("dsn"), py::arg("sql"),
         py::arg("calibrate"), py::arg("live_runner") = py::none());

@@ -97,6 +97,16 @@ std::pair<std::string, int> host_and_port(const std::string& dsn) {
   return {host, port};
 }
 
+}  // namespace
+
+void check_dsn(const std::string& dsn) {
+  if (dsn.find_first_not_of(" \t\n") == std::string::npos) {
+    throw LiveError("--dsn: empty (give a libpq connection string or URI, or auto)");
+  }
+}
+
+namespace {
+
 struct Outcome {
   enum Kind { kCompleted, kTimeout, kConnectFailed, kTooMany, kDisconnect } kind;
   bool counted;
@@ -474,6 +484,7 @@ std::string mask_password(const std::string& conninfo) {
 
 sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
                    const sim::Progress& progress) {
+  check_dsn(options.dsn);
   LiveRun run(scenario, options);
   return run.run(progress);
 }
@@ -524,6 +535,7 @@ ConnectStorm measure_connect_storm(const std::string& dsn) {
 }  // namespace
 
 Calibration calibrate(const std::string& dsn_in, int samples) {
+  check_dsn(dsn_in);
   std::unique_ptr<TestServer> server;
   const std::string dsn =
       dsn_in == "auto" ? (server = std::make_unique<TestServer>())->dsn() : dsn_in;
@@ -643,6 +655,7 @@ constexpr Compared kCompared[] = {
 
 sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bool calibrate_first,
                    const sim::Progress& progress, const LiveRunner& live_runner) {
+  check_dsn(options.dsn);
   sim::Scenario s = scenario;
   sim::Json calibration;
   if (calibrate_first) {

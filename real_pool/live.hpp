@@ -33,6 +33,10 @@ struct LiveError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Throws LiveError unless `dsn` can name a database: an empty one would make libpq fall back to
+// its defaults (the local socket, the user's name), a server the user did not mean.
+void check_dsn(const std::string& dsn);
+
 // Runs the scenario once (replication 0) in real time and returns the result schema with
 // "mode": "live".
 sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,

@@ -47,6 +47,21 @@ namespace po = boost::program_options;
 namespace poolsim::sim {
 namespace {
 
+// Error lines may quote bytes from a user's file: never send control characters to a terminal.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char ch : text) {
+    if (ch < 0x20 || ch == 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", ch);
+      out += escaped;
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out;
+}
+
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -61,6 +76,18 @@ constexpr const char* kCommands =
     "  poolsim sweep SCENARIO.ini --grid KEY=V1,V2,... [--grid KEY=START:STOP:STEP ...] [--jobs "
     "N]\n"
     "      run every combination of the grid, in parallel, one row per point\n"
+    "  poolsim analytic [SCENARIO.ini] [--KEY=VALUE ...]\n"
+    "      exact steady-state results (Erlang-type models) where the scenario is Markovian\n"
+    "  poolsim size [SCENARIO.ini] --target KEY<=VALUE ...\n"
+    "      the smallest pool.size that meets every target\n"
+#ifdef POOLSIM_WITH_LIBPQ
+    "  poolsim live SCENARIO.ini [--dsn DSN|auto] [--sql SQL]\n"
+    "      run the workload in real time through the real pool against PostgreSQL\n"
+    "  poolsim calibrate [--dsn DSN|auto]\n"
+    "      measure the server's connect, ping, reset and statement costs ([database] section)\n"
+    "  poolsim validate SCENARIO.ini [--dsn DSN|auto] [--calibrate] [--against poolsim|sqlalchemy]\n"
+    "      run live, then simulate the same workload, and compare them metric by metric\n"
+#endif
     "  poolsim COMMAND --help    the options of a command\n";
 
 po::options_description scenario_options() {
@@ -153,7 +180,19 @@ std::optional<po::variables_map> parse_command(const std::vector<std::string>& a
   positional.add("scenario-file", -1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    const po::parsed_options parsed =
+        po::command_line_parser(args).options(all).positional(positional).run();
+    // `--pool.size --format json` would take "--format" as the size: an option's value that is
+    // itself one of the options means the value was left out.
+    for (const po::option& o : parsed.options) {
+      if (o.value.size() != 1 || o.value.front().rfind("--", 0) != 0) continue;
+      const std::string next = o.value.front().substr(2, o.value.front().find('=') - 2);
+      if (all.find_nothrow(next, false)) {
+        throw UsageError("--" + o.string_key + ": no value given (the next argument is --" + next +
+                         ")");
+      }
+    }
+    po::store(parsed, vm);
   } catch (const po::unknown_option& e) {
     throw UsageError(e.get_option_name() + ": unknown option (see --help)");
   } catch (const po::multiple_occurrences& e) {
@@ -644,7 +683,11 @@ real_pool::LiveOptions live_settings(const po::variables_map& vm) {
   real_pool::LiveOptions o;
   if (vm.count("dsn")) o.dsn = vm["dsn"].as<std::string>();
   if (vm.count("sql")) o.sql = vm["sql"].as<std::string>();
-  if (o.dsn.empty()) throw UsageError("--dsn: empty (give a libpq connection string, or auto)");
+  try {
+    real_pool::check_dsn(o.dsn);
+  } catch (const real_pool::LiveError& e) {
+    throw UsageError(e.what());
+  }
   return o;
 }
 
@@ -704,30 +747,18 @@ int live_command(const std::string& command, const std::vector<std::string>& arg
     }
   } catch (const real_pool::LiveError& e) {
     throw UsageError(real_pool::mask_password(e.what()));
+  } catch (const ScenarioError&) {
+    throw;  // bad input, exit 2 as in every command
   } catch (const std::runtime_error& e) {
     // A database that fails under a live run is a result, but one that cannot be reached or
     // started is an error: report it without the password.
-    std::cerr << "poolsim: " << real_pool::mask_password(e.what()) << "\n";
+    std::cerr << "poolsim: " << printable(real_pool::mask_password(e.what())) << "\n";
     return 1;
   }
   return 0;
 }
 #endif
 
-// Error lines may quote bytes from a user's file: never send control characters to a terminal.
-std::string printable(const std::string& text) {
-  std::string out;
-  for (unsigned char ch : text) {
-    if (ch < 0x20 || ch == 0x7f) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\x%02x", ch);
-      out += escaped;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out;
-}
 
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);

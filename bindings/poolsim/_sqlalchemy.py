@@ -88,6 +88,8 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
     if config["workload.arrival"] == "closed":
         raise ValueError("workload.arrival = closed: a live run is open loop; use poisson, "
                          "constant, onoff, diurnal or trace")
+    if url is None:
+        _core.check_dsn(dsn)
     if url is None and dsn == "auto":
         from ._api import TestServer
 

@@ -75,13 +75,22 @@ def test_scenario_file_errors_equal_the_command_line(tmp_path, binary):
         "unit.ini": "[pool]\ntimeout = 30\n",
         "dup.ini": "[pool]\nsize = 5\nsize = 6\n",
         "bracket.ini": "[pool\nsize = 5\n",
+        "noequals.ini": "[pool]\nsize 5 \x1b[2J\n",
+        "empty.ini": "",
+        "comments.ini": "# nothing set\n[pool]\n",
+        "garbage.ini": b"\x7fELF\x02\x01\x01\x00\xff\xfe\r\n",
+        "latin1.ini": b"# caf\xe9\n[pool]\nsize = 5\n",
     }
     for name, text in cases.items():
         path = tmp_path / name
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         with pytest.raises(ValueError) as info:
             poolsim.simulate(str(path))
         assert str(info.value) == cli_error("simulate", str(path)), name
+        assert str(info.value) and str(info.value).isprintable(), name
     missing = str(tmp_path / "no_such.ini")
     with pytest.raises(ValueError) as info:
         poolsim.simulate(missing)
@@ -274,3 +283,18 @@ def test_sweep_bad_jobs(jobs, no_runs):
 def test_sweep_value_of_the_wrong_type(no_runs):
     with pytest.raises(TypeError, match="pool.size"):
         poolsim.sweep({"pool_size": [1, None]}, duration="1s")
+
+
+# --- live runs: an empty DSN is refused before libpq falls back to its defaults ------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: poolsim.live(duration="1s", dsn=""),
+    lambda: poolsim.validate(duration="1s", dsn=" "),
+    lambda: poolsim.validate(duration="1s", dsn="", against="sqlalchemy"),
+    lambda: poolsim.sqlalchemy_live(duration="1s", dsn=""),
+    lambda: poolsim.calibrate(dsn=""),
+], ids=["live", "validate", "validate_sqlalchemy", "sqlalchemy_live", "calibrate"])
+def test_empty_dsn_is_the_command_lines_error(call, binary):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == cli_error("live", "--dsn", "")

@@ -127,6 +127,8 @@ def make_files(tmp):
     f["garbage_ini"] = write(os.path.join(tmp, "garbage.ini"), garbage, "wb")
     f["garbage_text_ini"] = write(os.path.join(tmp, "garbage_text.ini"),
                                   b"\x1b[2J\x07junk\r\n[pool]\nsize = 3\n", "wb")
+    f["empty_ini"] = write(os.path.join(tmp, "empty.ini"), "")
+    f["comments_ini"] = write(os.path.join(tmp, "comments.ini"), "# pool settings\n[pool]\n\n[workload]\n")
     f["unsorted_csv"] = write(os.path.join(tmp, "unsorted.csv"), "0.1\n0.3\n0.2\n")
     f["malformed_csv"] = write(os.path.join(tmp, "malformed.csv"), "0.1,0.01\n0.2,abc\n")
     f["empty_csv"] = write(os.path.join(tmp, "empty.csv"), "")
@@ -198,6 +200,29 @@ def bad_cases(f, tmp):
         ("bad reset_on_return", ["simulate", "--pool.reset_on_return=discard"],
          ["pool.reset_on_return", "discard"]),
         ("bad compat", ["simulate", "--pool.compat=1.3"], ["pool.compat", "1.3"]),
+        ("bad use_lifo", ["simulate", "--pool.use_lifo=maybe"], ["pool.use_lifo", "maybe", "true or false"]),
+        ("negative warmup", ["simulate", "--warmup=-1s"], ["warmup", "-1s"]),
+        ("warmup without a unit", ["simulate", "--warmup=10"], ["warmup", "10", "unit"]),
+        ("negative seed", ["simulate", "--seed=-1"], ["seed", "-1"]),
+        ("seed not a number", ["simulate", "--seed=abc"], ["seed", "abc"]),
+        ("seed beyond 64 bits", ["simulate", "--seed=1e30"], ["seed", "1e30"]),
+        ("zero burst_on", ["simulate", "--workload.arrival=onoff", "--workload.burst_rate=100",
+                           "--workload.burst_on=0s"], ["workload.burst_on", "0s"]),
+        ("negative burst_off", ["simulate", "--workload.arrival=onoff", "--workload.burst_rate=100",
+                                "--workload.burst_off=-1s"], ["workload.burst_off", "-1s"]),
+        ("zero diurnal period", ["simulate", "--workload.arrival=diurnal", "--workload.period=0s"],
+         ["workload.period", "0s"]),
+        ("negative app.threads", ["simulate", "--app.threads=-2"], ["app.threads", "-2"]),
+        ("fractional app.threads", ["simulate", "--app.threads=1.5"], ["app.threads", "1.5"]),
+        ("ping that is not a distribution", ["simulate", "--database.ping=5"], ["database.ping", "5", "const:"]),
+        ("negative ping", ["simulate", "--database.ping=exp:-1ms"], ["database.ping", "exp:-1ms"]),
+        ("negative idle_session_timeout", ["simulate", "--database.idle_session_timeout=-1s"],
+         ["database.idle_session_timeout", "-1s"]),
+        ("idle_session_timeout without a unit", ["simulate", "--database.idle_session_timeout=5"],
+         ["database.idle_session_timeout", "5", "unit"]),
+        ("option without its value", ["simulate", "--pool.size", "--format", "json"],
+         ["--pool.size", "no value", "--format"]),
+        ("option at the end without its value", ["simulate", "--pool.size"], ["pool.size"]),
         ("bad routing", ["simulate", "--app.routing=least_busy"], ["app.routing", "least_busy"]),
         ("bad policy", ["simulate", "--pool.policy=hikari"], ["pool.policy", "hikari"]),
         ("bad outage list", ["simulate", "--database.outages=20s"], ["database.outages", "20s"]),
@@ -287,9 +312,12 @@ def bad_cases(f, tmp):
         ("duplicate key in a file", ["simulate", f["dup_ini"]], ["pool.size", "dup.ini"]),
         ("duplicate key in another section", ["simulate", f["dup_section_ini"]],
          ["pool.size", "dup_section.ini"]),
-        ("unclosed section", ["simulate", f["bracket_ini"]], ["bracket.ini", "[pool"]),
-        ("line without =", ["simulate", f["noequals_ini"]], ["noequals.ini", "size 5"]),
-        ("binary garbage file", ["simulate", f["garbage_ini"]], ["garbage.ini"]),
+        ("unclosed section", ["simulate", f["bracket_ini"]], ["bracket.ini", "line 1", "[pool", "]"]),
+        ("line without =", ["simulate", f["noequals_ini"]], ["noequals.ini", "line 2", "size 5", "key = value"]),
+        ("binary garbage file", ["simulate", f["garbage_ini"]], ["garbage.ini", "not a text file", "INI"]),
+        ("empty scenario file", ["simulate", f["empty_ini"]], ["empty.ini", "no key = value line"]),
+        ("scenario file of comments and sections only", ["simulate", f["comments_ini"]],
+         ["comments.ini", "no key = value line"]),
         ("control characters in a file", ["simulate", f["garbage_text_ini"]], ["garbage_text.ini"]),
         ("scenario file that does not exist", ["simulate", f["missing_ini"]], [f["missing_ini"]]),
         ("scenario file that is a directory", ["simulate", f["scenario_dir"]], [f["scenario_dir"]]),
@@ -298,6 +326,14 @@ def bad_cases(f, tmp):
         ("sweep of a missing file", ["sweep", f["missing_ini"], "--grid", "pool.size=1,2"], [f["missing_ini"]]),
         # live runs: refused before any server starts
         ("validate against an unknown pool", ["validate", "--against", "hikari"], ["--against", "hikari"]),
+        ("live with a bad pool size", ["live", "--pool.size=-1"], ["pool.size", "-1"]),
+        ("live with an unknown key", ["live", "--pool.sizee=3"], ["pool.sizee", "3"]),
+        ("live of a binary file", ["live", f["garbage_ini"]], ["garbage.ini", "not a text file"]),
+        ("validate with a bad duration", ["validate", "--duration=5"], ["duration", "5", "unit"]),
+        ("validate of an empty file", ["validate", f["empty_ini"]], ["empty.ini"]),
+        ("live with an empty --dsn", ["live", "--dsn", ""], ["--dsn", "empty"]),
+        ("calibrate with a blank --dsn", ["calibrate", "--dsn", "  "], ["--dsn", "empty"]),
+        ("calibrate of a scenario file", ["calibrate", f["unit_ini"]], ["unit.ini", "no scenario file"]),
         ("live does not take --against", ["live", "--against", "sqlalchemy"], ["--against", "validate"]),
     ]
 
