@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,8 +16,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -98,13 +102,134 @@ ResultPtr exec(PGconn* conn, const std::string& sql, const std::vector<std::stri
 
 int first_int(const ResultPtr& result) { return std::atoi(PQgetvalue(result.get(), 0, 0)); }
 
+// The tools running now (each the leader of its own process group), so that a signal cleanup
+// can kill an initdb or pg_ctl before it deletes the directory they write in; once it has
+// begun, no new tool starts.
+std::mutex tools_mutex;
+std::set<pid_t> running_tools;  // guarded by tools_mutex
+bool cleaning_up = false;       // guarded by tools_mutex
+
+// Runs a PostgreSQL tool (as `postgres` when we are root) in `dir`, its output appended to
+// dir/tools.log; returns its wait status. Once a signal cleanup has begun only its own
+// (`for_cleanup`) start.
+int spawn_tool(const std::vector<std::string>& argv, const fs::path& dir,
+               bool for_cleanup = false) {
+  std::vector<std::string> full;
+  if (::geteuid() == 0) full = {"runuser", "-u", kServerUser, "--"};
+  full.insert(full.end(), argv.begin(), argv.end());
+  std::vector<char*> args;
+  for (auto& a : full) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  const fs::path log = dir / "tools.log";
+  std::unique_lock<std::mutex> tools(tools_mutex);
+  if (cleaning_up && !for_cleanup) fail("interrupted: not starting " + argv[0]);
+  const pid_t pid = ::fork();
+  if (pid < 0) fail_errno("fork");
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::close(fd);
+    }
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+    // The tools want a working directory the postgres user can read.
+    if (::chdir(dir.c_str()) != 0) ::_exit(126);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  running_tools.insert(pid);
+  tools.unlock();
+  int status = 0;
+  int waited = 0;
+  while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  const int saved = errno;
+  tools.lock();
+  running_tools.erase(pid);
+  tools.unlock();
+  errno = saved;
+  if (waited < 0) fail_errno("waitpid");
+  return status;
+}
+
+// The signal cleanup's first step: no tool starts from now on, and those running are killed
+// (runuser and the tool under it: their whole process group).
+void kill_running_tools() {
+  std::lock_guard<std::mutex> tools(tools_mutex);
+  cleaning_up = true;
+  for (const pid_t pid : running_tools) ::kill(-pid, SIGKILL);
+}
+
+// The directory of every TestServer of the process, for the signal cleanup: a copy, so the
+// cleanup thread never touches a server object its owner may be using. A destructor holds the
+// lock while it stops its server, so a signal never ends the process half-way through that.
+std::mutex registry_mutex;
+std::map<const TestServer*, fs::path> registry;  // guarded by registry_mutex
+
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void on_cleanup_signal(int signal) {
+  const auto byte = static_cast<unsigned char>(signal);
+  [[maybe_unused]] const ssize_t ignored = ::write(signal_pipe[1], &byte, 1);
+}
+
 }  // namespace
+
+void TestServer::clean_up_on_signals() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (::pipe2(signal_pipe, O_CLOEXEC) != 0) fail_errno("pipe for the signal cleanup");
+    std::thread([] {
+      unsigned char signal = 0;
+      while (::read(signal_pipe[0], &signal, 1) < 0 && errno == EINTR) {
+      }
+      // The pool's connections print the server's shutdown notices on stderr: not worth
+      // showing after a Ctrl-C.
+      const int saved_stderr = ::dup(STDERR_FILENO);
+      if (const int null_fd = ::open("/dev/null", O_WRONLY); null_fd >= 0) {
+        ::dup2(null_fd, STDERR_FILENO);
+      }
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      kill_running_tools();
+      for (const auto& [server, dir] : registry) {
+        try {
+          spawn_tool({std::string(kBinDir) + "/pg_ctl", "-D", (dir / "data").string(), "-m",
+                      "immediate", "-w", "stop"},
+                     dir, true);
+        } catch (...) {  // the directory goes anyway
+        }
+        std::error_code ignored;
+        fs::remove_all(dir, ignored);
+      }
+      const std::string message = std::string("\npoolsim: ") + ::strsignal(signal) +
+                                  (registry.empty() ? "\n"
+                                                    : ": stopped and deleted the throw-away "
+                                                      "PostgreSQL server\n");
+      [[maybe_unused]] const ssize_t ignored =
+          ::write(saved_stderr, message.data(), message.size());
+      ::_exit(128 + signal);
+    }).detach();
+    struct sigaction action {};
+    action.sa_handler = on_cleanup_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    for (const int signal : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signal, &action, nullptr);
+  });
+}
 
 TestServer::TestServer() {
   try {
     std::string pattern = (fs::temp_directory_path() / "poolsim-pg-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) fail_errno("mkdtemp");
     dir_ = pattern;
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      registry[this] = dir_;
+    }
     data_ = dir_ / "data";
     password_ = random_password();
     port_ = free_port();
@@ -136,12 +261,18 @@ TestServer::TestServer() {
 
     start();
   } catch (...) {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    registry.erase(this);
     cleanup();
     throw;
   }
 }
 
-TestServer::~TestServer() { cleanup(); }
+TestServer::~TestServer() {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  registry.erase(this);
+  cleanup();
+}
 
 void TestServer::cleanup() noexcept {
   if (running_) {
@@ -227,36 +358,10 @@ int TestServer::wait_for_connections(const std::string& application_name, int ex
   }
 }
 
-// Runs a PostgreSQL tool (as `postgres` when we are root) with its output in tools.log.
+// Runs a PostgreSQL tool; throws with the tail of its log (and the server's) when it fails.
 void TestServer::run_tool(const std::vector<std::string>& argv) const {
-  std::vector<std::string> full;
-  if (::geteuid() == 0) full = {"runuser", "-u", kServerUser, "--"};
-  full.insert(full.end(), argv.begin(), argv.end());
-  std::vector<char*> args;
-  for (auto& a : full) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-
+  const int status = spawn_tool(argv, dir_);
   const fs::path log = dir_ / "tools.log";
-  const pid_t pid = ::fork();
-  if (pid < 0) fail_errno("fork");
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      ::close(fd);
-    }
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
-    // The tools want a working directory the postgres user can read.
-    if (::chdir(dir_.c_str()) != 0) ::_exit(126);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) fail_errno("waitpid");
-  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string message =
         argv[0] + " failed (status " + std::to_string(status) + ")\n" + log_tail(log);

@@ -26,6 +26,12 @@ class TestServer {
   TestServer(const TestServer&) = delete;
   TestServer& operator=(const TestServer&) = delete;
 
+  // From the first call on, SIGINT, SIGTERM and SIGHUP stop and delete every TestServer of the
+  // process, then end it with status 128 + the signal (a server started for `--dsn auto` must
+  // not outlive a Ctrl-C). A handler only writes to a pipe; a thread does the cleanup. For
+  // programs that own their signals; the Python package leaves them to Python.
+  static void clean_up_on_signals();
+
   // "host=127.0.0.1 port=N user=postgres password=... dbname=postgres"
   std::string dsn() const;
   int port() const { return port_; }

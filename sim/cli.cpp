@@ -692,6 +692,7 @@ real_pool::LiveOptions live_settings(const po::variables_map& vm) {
 }
 
 int live_command(const std::string& command, const std::vector<std::string>& args) {
+  real_pool::TestServer::clean_up_on_signals();  // a Ctrl-C must not leave a --dsn auto server
   po::options_description options(160, 80);
   options.add(live_options()).add(output_options());
   if (command != "calibrate") options.add(scenario_options());
