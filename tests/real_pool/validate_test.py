@@ -15,8 +15,11 @@ request accounted for), not the agreement.
 """
 
 import json
+import pathlib
 import subprocess
 import sys
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 CASES = [
     # Steady load near saturation: 4 erlangs offered to 5 connections, no overflow.
@@ -24,15 +27,13 @@ CASES = [
      ["--pool.size=5", "--pool.max_overflow=0", "--workload.rate=400", "--workload.service=exp:10ms",
       "--duration=12s", "--warmup=1s"],
      ["p_wait", "wait_ms.mean", "latency_ms.mean", "timeouts", "errors"]),
-    # Bursts that use the overflow: 2 pooled connections, 8 overflow, bursts of 500/s. Each burst
-    # opens several connections at once, and their SCRAM handshakes compete for the machine's
-    # cores: --calibrate measures 8 connects at once and gives the simulation the server's
-    # shared set-up capacity (database.connect_sharing = shared), whatever the machine.
-    # 24 s gives the live run 8 bursts to average over.
-    ("a burst that uses overflow",
-     ["--pool.size=2", "--pool.max_overflow=8", "--workload.arrival=onoff", "--workload.rate=40",
-      "--workload.burst_rate=500", "--workload.burst_on=500ms", "--workload.burst_off=2500ms",
-      "--workload.service=exp:10ms", "--duration=24s", "--warmup=1s"],
+    # Bursts that use the overflow, examples/burst.ini (the README's `poolsim validate` example):
+    # 2 pooled connections, 8 overflow, bursts of 500/s. Each burst opens several connections
+    # at once, and their SCRAM handshakes compete for the machine's cores: --calibrate measures
+    # 8 connects at once and gives the simulation the server's shared set-up capacity
+    # (database.connect_sharing = shared), whatever the machine. 24 s gives the live run 8
+    # bursts to average over.
+    ("a burst that uses overflow", [str(EXAMPLES / "burst.ini")],
      ["connections.opened_per_s", "p_wait", "wait_ms.mean", "wait_ms.p95",
       "connections.mean_open", "errors"]),
     # Idle connections dropped by a middlebox (the fault proxy), without pre_ping: errors.
