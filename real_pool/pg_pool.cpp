@@ -463,6 +463,9 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
 
 void PgPool::Handle::release() {
   if (!state_) return;
+  // libpq knows when the socket broke under the caller's query: that is the disconnect
+  // SQLAlchemy's Engine detects in the error, with the same pool-wide invalidation.
+  if (PQstatus(conn_) == CONNECTION_BAD) return disconnected();
   const std::shared_ptr<PoolState> state = std::move(state_);
   conn_ = nullptr;
   give_back(*state, Returned{slot_}, conn_id_);

@@ -76,7 +76,9 @@ class PgPool {
     ~Handle() { release(); }
 
     PGconn* conn() const { return conn_; }
-    // Check in: reset-on-return (ROLLBACK / COMMIT if a transaction is open, or nothing).
+    // Check in: reset-on-return (ROLLBACK / COMMIT if a transaction is open, or nothing). A
+    // connection libpq reports broken (PQstatus CONNECTION_BAD: the server or the network
+    // dropped it under a query) is given back as disconnected() instead.
     void release();
     // Hard invalidate: the connection is closed without a reset; its slot reconnects later.
     void invalidate();

@@ -1,5 +1,24 @@
 // PgPool against a real PostgreSQL: one TestServer for the suite, faults made for real
 // (pg_terminate_backend, max_connections, a port nobody listens on).
+//
+// The core's behaviour scripts (tests/pool_model/pool_core_cases.txt) that a real server can
+// play, each re-enacted here with real connections, threads and time:
+//   reuse, and a second checkout creating another ..... CheckoutQueryRelease
+//   waiting, and failing after pool.timeout ........... TimeoutHasSqlalchemysMessage
+//   the longest waiter served first ................... WaitersAreServedInTheOrderTheyCame
+//   a failed creation ................................. ConnectFailureIsReported, TooManyClients
+//   pre-ping reconnect, older ones recycled ........... PrePingReconnectsAndInvalidatesThePool
+//   recycle ........................................... RecycleReplacesOldConnections
+//   pool.timeout 0, max_overflow -1 ................... ZeroTimeoutFailsAtOnceAndUnlimitedOverflowNeverWaits
+//   overflow closed on return to a full queue ......... PoolSizeAndOverflowCapTheConnections
+//   a failing reset ................................... AFailingResetClosesTheConnection
+//   hard invalidation ................................. InvalidateClosesTheConnection
+//   LIFO .............................................. UseLifoReusesTheLastReturnedConnection
+//   an Engine disconnect invalidates the pool ......... WithoutPrePingADisconnectIsReportedAndInvalidates,
+//                                                       ABrokenConnectionGivenBackIsADisconnect
+// The rest (SQLAlchemy 1.4/2.0 pool_size 0 limits, dispose, detach, a negative timeout, a
+// connect slower than recycle, driver mistakes) are the core's alone, with no server-side
+// behaviour to check: the core test and the conformance replay cover them.
 #include "real_pool/pg_pool.hpp"
 
 #include <gtest/gtest.h>
@@ -11,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -64,6 +84,7 @@ class PgPoolTest : public ::testing::Test {
     return conninfo.replace(conninfo.find(from), from.size(), "port=" + std::to_string(port));
   }
   static int connections() { return server_->connections(kApp); }
+  void disconnect_invalidates_the_pool(bool report);
   static int wait_for_connections(int expected) {
     return server_->wait_for_connections(kApp, expected);
   }
@@ -159,6 +180,74 @@ TEST_F(PgPoolTest, TimeoutHasSqlalchemysMessage) {
   EXPECT_EQ(got, pid);
 }
 
+// pool_core_cases.txt: "the longest waiter gets the returned connection after its reset".
+TEST_F(PgPoolTest, WaitersAreServedInTheOrderTheyCame) {
+  PgPool pool(dsn(), config_of(1, 0));
+  PgPool::Handle only = pool.checkout();
+  std::mutex mutex;
+  std::vector<int> served;
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&, i] {
+      PgPool::Handle handle = pool.checkout();
+      std::lock_guard<std::mutex> lock(mutex);
+      served.push_back(i);
+    });
+    // The next one starts waiting only after this one is in the queue.
+    for (int spin = 0; spin < 500 && pool.status().waiting != i + 1; ++spin) {
+      std::this_thread::sleep_for(milliseconds(2));
+    }
+    ASSERT_EQ(pool.status().waiting, i + 1);
+  }
+  only.release();
+  for (std::thread& t : waiters) t.join();
+  EXPECT_EQ(served, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(pool.counters().opened, 1u);
+}
+
+// pool_core_cases.txt: "LIFO reuses the most recently returned connection"; FIFO the oldest.
+TEST_F(PgPoolTest, UseLifoReusesTheLastReturnedConnection) {
+  for (const QueueOrder order : {QueueOrder::kFifo, QueueOrder::kLifo}) {
+    PoolConfig config = config_of(2, 0);
+    config.order = order;
+    PgPool pool(dsn(), config);
+    PgPool::Handle a = pool.checkout();
+    PgPool::Handle b = pool.checkout();
+    const int first_back = backend_pid(a);
+    const int last_back = backend_pid(b);
+    a.release();
+    b.release();
+    PgPool::Handle next = pool.checkout();
+    EXPECT_EQ(backend_pid(next), order == QueueOrder::kLifo ? last_back : first_back);
+  }
+}
+
+// pool_core_cases.txt: "pool.timeout 0 fails at once when the pool is at its limit" and
+// "max_overflow -1 never waits; a connection returned into a full queue is closed".
+TEST_F(PgPoolTest, ZeroTimeoutFailsAtOnceAndUnlimitedOverflowNeverWaits) {
+  {
+    PoolConfig config = config_of(1, 0);
+    config.timeout = std::chrono::seconds(0);
+    PgPool pool(dsn(), config);
+    PgPool::Handle held = pool.checkout();
+    try {
+      pool.checkout();
+      ADD_FAILURE() << "a checkout at the limit with timeout 0 was granted";
+    } catch (const PoolError& e) {
+      EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
+    }
+  }
+  ASSERT_EQ(wait_for_connections(0), 0);
+
+  PgPool unlimited(dsn(), config_of(1, -1));
+  std::vector<PgPool::Handle> many;
+  for (int i = 0; i < 4; ++i) many.push_back(unlimited.checkout());
+  EXPECT_EQ(connections(), 4);
+  many.clear();
+  EXPECT_EQ(wait_for_connections(1), 1);  // only pool_size stay open
+  EXPECT_EQ(unlimited.counters().closed, 3u);
+}
+
 TEST_F(PgPoolTest, RecycleReplacesOldConnections) {
   PoolConfig config = config_of(1, 0);
   config.recycle = milliseconds(200);
@@ -216,7 +305,10 @@ TEST_F(PgPoolTest, PrePingReconnectsAndInvalidatesThePool) {
   EXPECT_EQ(connections(), 3);
 }
 
-TEST_F(PgPoolTest, WithoutPrePingADisconnectIsReportedAndInvalidates) {
+// A query fails on a terminated backend, then the caller reports it (disconnected()) or just
+// gives the handle back (release(): libpq says the connection is bad, and the pool does what
+// SQLAlchemy's Engine does on a disconnect error either way).
+void PgPoolTest::disconnect_invalidates_the_pool(bool report) {
   PgPool pool(dsn(), config_of(2, 0));
   int old_idle = 0;
   {
@@ -229,9 +321,14 @@ TEST_F(PgPoolTest, WithoutPrePingADisconnectIsReportedAndInvalidates) {
   const int dead = backend_pid(handle);
   EXPECT_FALSE(run(handle, "SELECT 1"));
   EXPECT_EQ(PQstatus(handle.conn()), CONNECTION_BAD);
-  handle.disconnected();
+  if (report) {
+    handle.disconnected();
+  } else {
+    handle.release();
+  }
   EXPECT_FALSE(handle);
   EXPECT_EQ(pool.open_connections(), 1u);
+  EXPECT_EQ(pool.counters().resets, 0u);  // no ROLLBACK sent down a dead connection
   // The other old connection is recycled at its checkout, the empty record reconnects.
   PgPool::Handle x = pool.checkout();
   PgPool::Handle y = pool.checkout();
@@ -241,6 +338,14 @@ TEST_F(PgPoolTest, WithoutPrePingADisconnectIsReportedAndInvalidates) {
     EXPECT_TRUE(run(*h, "SELECT 1"));
   }
   EXPECT_EQ(pool.counters().opened, 4u);
+}
+
+TEST_F(PgPoolTest, WithoutPrePingADisconnectIsReportedAndInvalidates) {
+  disconnect_invalidates_the_pool(true);
+}
+
+TEST_F(PgPoolTest, ABrokenConnectionGivenBackIsADisconnect) {
+  disconnect_invalidates_the_pool(false);
 }
 
 TEST_F(PgPoolTest, InvalidateClosesTheConnection) {
@@ -254,6 +359,24 @@ TEST_F(PgPoolTest, InvalidateClosesTheConnection) {
   EXPECT_EQ(pool.status().checkedin, 1);  // the empty record is queued
   PgPool::Handle next = pool.checkout();
   EXPECT_NE(backend_pid(next), pid);
+}
+
+// pool_core_cases.txt: "a failing reset invalidates the connection; the empty slot is still
+// checked in". The backend dies inside a transaction; libpq does not know until the ROLLBACK.
+TEST_F(PgPoolTest, AFailingResetClosesTheConnection) {
+  PgPool pool(dsn(), config_of(1, 0));
+  PgPool::Handle handle = pool.checkout();
+  const int pid = backend_pid(handle);
+  ASSERT_TRUE(run(handle, "BEGIN"));
+  EXPECT_EQ(server_->terminate_backends(kApp), 1);
+  EXPECT_EQ(PQstatus(handle.conn()), CONNECTION_OK);  // not noticed yet
+  handle.release();
+  EXPECT_EQ(pool.counters().resets, 1u);
+  EXPECT_EQ(pool.open_connections(), 0u);
+  EXPECT_EQ(pool.status().checkedin, 1);  // the empty record is queued
+  PgPool::Handle next = pool.checkout();
+  EXPECT_NE(backend_pid(next), pid);
+  EXPECT_TRUE(run(next, "SELECT 1"));
 }
 
 int unused_port() {
