@@ -11,6 +11,7 @@ import time
 import pytest
 
 import poolsim
+from helpers import cli, cli_json
 
 pytestmark = pytest.mark.skipif(
     not poolsim.postgres_available(),
@@ -303,3 +304,24 @@ def test_validate_unreachable_server_is_an_error(server, against):
                              workload_rate=5)
         pytest.fail(f"no error; live errors={v.live.errors.to_dict()}")
     _assert_no_secret(info.value, _secret(server))
+
+
+def test_calibrate_prints_a_database_section_a_scenario_file_takes(server, tmp_path):
+    """`poolsim calibrate > db.ini` is a scenario file: its options are those the JSON gives,
+    and the statement's round trip is stated in a comment (validate simulates it as reset)."""
+    text = cli("calibrate", "--dsn", server.dsn)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("[database]\n")
+    assert "# a statement's round trip beyond its pg_sleep:" in text.stdout
+    scenario = tmp_path / "db.ini"
+    scenario.write_text(text.stdout)
+    result = cli_json("simulate", str(scenario), "--duration=1s")
+    options = {}
+    for line in text.stdout.splitlines()[1:]:
+        if line and not line.startswith("#"):
+            key, value = (part.strip() for part in line.split("=", 1))
+            options["database." + key] = value
+    assert set(options) == {"database.connect", "database.ping", "database.reset",
+                            "database.connect_capacity", "database.connect_sharing"}
+    for key, value in options.items():
+        assert str(result["config"][key]) == value, key
