@@ -10,8 +10,9 @@
 // client-side deadline: in a black hole its bytes are dropped and no answer will ever come, so
 // a query that outlives it is a disconnect too ("query_timeout"; the connection is invalidated).
 //
-// Each fault is followed by recovery (the first request issued after the fault's end that
-// completes), a short settle, and a quiesce: new requests pause, every request of the phase
+// Each fault is followed by recovery (the pool's first completed request after the fault's
+// end, "served", and the first request issued after the end that completes, "fresh": it
+// queues behind the requests that waited through the fault), a short settle, and a quiesce: new requests pause, every request of the phase
 // must have its outcome (none lost, none answered twice), nothing is checked out, and the
 // server has exactly the pool's connections (none leaked). A monitor samples pg_stat_activity
 // in the steady windows between faults: never more than pool_size + max_overflow.
@@ -214,27 +215,34 @@ class Load {
       paused_ = false;
       mark_.reset();
       recovered_.reset();
+      served_.reset();
       if (stats_.size() <= static_cast<std::size_t>(phase)) {
         stats_.resize(static_cast<std::size_t>(phase) + 1);
       }
     }
     cv_.notify_all();
   }
-  // The fault ended at `at`: from now on, watch for the first request issued after it that
-  // completes. Returns the time from `at` to its completion, or nullopt after `timeout`.
-  std::optional<Clock::duration> wait_recovery(Clock::time_point at, Clock::duration timeout) {
+  // From the fault's end at `at`: `served`, until the pool completes a request again (any
+  // request: those that waited through the fault come first, FIFO), and `fresh`, until a
+  // request issued after the end completes (it queues behind the fault's backlog).
+  struct Recovery {
+    Clock::duration served;
+    Clock::duration fresh;
+  };
+  // Waits for both; nullopt after `timeout`.
+  std::optional<Recovery> wait_recovery(Clock::time_point at, Clock::duration timeout) {
     std::unique_lock lock(mutex_);
     mark_ = at;
     recovered_.reset();
-    for (const Record& r : records_) {  // requests already done (issued after `at`)
-      if (r.answered && r.outcome == Outcome::kCompleted && r.issued >= at &&
-          (!recovered_ || r.done < *recovered_)) {
-        recovered_ = r.done;
-      }
+    served_.reset();
+    for (const Record& r : records_) {  // requests already done since `at`
+      if (!r.answered || r.outcome != Outcome::kCompleted || r.done < at) continue;
+      if (!served_ || r.done < *served_) served_ = r.done;
+      if (r.issued >= at && (!recovered_ || r.done < *recovered_)) recovered_ = r.done;
     }
     cv_.wait_for(lock, timeout, [&] { return recovered_.has_value(); });
     if (!recovered_) return std::nullopt;
-    return *recovered_ - at;
+    return Recovery{*served_ - at, *recovered_ - at};
   }
   PhaseStats stats(int phase) {
     std::lock_guard lock(mutex_);
@@ -302,6 +310,9 @@ class Load {
       if (outcome != Outcome::kCompleted && recovered_ && r.issued >= *recovered_) {
         ++s.late_errors;
       }
+      if (outcome == Outcome::kCompleted && mark_ && r.done >= *mark_ && !served_) {
+        served_ = r.done;
+      }
       if (outcome == Outcome::kCompleted && mark_ && r.issued >= *mark_ &&
           (!recovered_ || r.done < *recovered_)) {
         recovered_ = r.done;
@@ -321,6 +332,7 @@ class Load {
   std::uint64_t in_flight_ = 0;
   std::optional<Clock::time_point> mark_;
   std::optional<Clock::time_point> recovered_;
+  std::optional<Clock::time_point> served_;
   std::vector<std::thread> threads_;
 };
 
@@ -542,7 +554,8 @@ TEST_F(SurvivalTest, FaultsUnderLoad) {
   load.start();
 
   // Quiesces the load and checks the phase's books; returns false if requests were lost.
-  const auto close_phase = [&](int phase, const char* name, std::optional<Clock::duration> recovery,
+  const auto close_phase = [&](int phase, const char* name,
+                               std::optional<Load::Recovery> recovery,
                                const PgPool::Counters& before, const Monitor::Window& steady,
                                const Monitor::Window& faulty) {
     const std::uint64_t lost = load.quiesce(20s);
@@ -557,8 +570,11 @@ TEST_F(SurvivalTest, FaultsUnderLoad) {
       if (s.outcomes[k] > 0)
         kinds += " " + std::string(kOutcomeNames[k]) + "=" + std::to_string(s.outcomes[k]);
     }
-    char recovery_text[32] = "-";
-    if (recovery) std::snprintf(recovery_text, sizeof recovery_text, "%.1f ms", ms(*recovery));
+    char recovery_text[64] = "-";
+    if (recovery) {
+      std::snprintf(recovery_text, sizeof recovery_text, "served %.1f ms, fresh %.1f ms",
+                    ms(recovery->served), ms(recovery->fresh));
+    }
     std::printf(
         "[survival] %-15s issued %5llu completed %5llu errors %4llu {%s } lost %llu twice %llu "
         "recovery %s late_errors %llu leaked %d | opened %llu closed %llu pings %llu "
@@ -613,7 +629,7 @@ TEST_F(SurvivalTest, FaultsUnderLoad) {
       ADD_FAILURE() << faults[f].name << ": the fault could not be made or undone: " << e.what();
     }
     const Clock::time_point end = Clock::now();
-    const std::optional<Clock::duration> recovery = load.wait_recovery(end, kRecoveryBound);
+    const std::optional<Load::Recovery> recovery = load.wait_recovery(end, kRecoveryBound);
     EXPECT_TRUE(recovery) << faults[f].name << ": no request succeeded within "
                           << ms(kRecoveryBound) << " ms of the fault's end";
     sleep(500ms);  // settle
