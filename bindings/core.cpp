@@ -325,6 +325,8 @@ PYBIND11_MODULE(_core, m) {
       }))
       .def_property_readonly("dsn", &real_pool::TestServer::dsn)
       .def_property_readonly("port", &real_pool::TestServer::port)
+      .def_property_readonly("directory",
+                             [](const real_pool::TestServer& s) { return s.directory().string(); })
       .def("stop", &real_pool::TestServer::stop, py::call_guard<py::gil_scoped_release>())
       .def("start", &real_pool::TestServer::start, py::call_guard<py::gil_scoped_release>())
       .def("restart", &real_pool::TestServer::restart, py::call_guard<py::gil_scoped_release>())

@@ -269,6 +269,11 @@ class TestServer:
     def port(self) -> int:
         return self._server.port
 
+    @property
+    def directory(self) -> str:
+        """Its private directory: the cluster in ``data/``, the server's log in ``server.log``."""
+        return self._server.directory
+
     def connections(self, application_name: str) -> int:
         """Backends with this application_name in pg_stat_activity."""
         return self._server.connections(application_name)

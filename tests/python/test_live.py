@@ -325,3 +325,47 @@ def test_calibrate_prints_a_database_section_a_scenario_file_takes(server, tmp_p
                             "database.connect_capacity", "database.connect_sharing"}
     for key, value in options.items():
         assert str(result["config"][key]) == value, key
+
+
+# What a live run may send: its requests (pg_sleep, SELECT 1 or the user's SQL), the pool's
+# ping and reset, the fault schedule's pg_terminate_backend and pg_stat_activity queries,
+# session settings, and SQLAlchemy's own start-up queries. Never DDL or writes.
+_WRITES = ("CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "INSERT",
+           "UPDATE", "DELETE", "COPY", "VACUUM", "REINDEX", "CLUSTER", "LOCK")
+
+
+def test_live_runs_send_no_ddl_and_no_writes(tmp_path):
+    """Every statement the server logs from live, calibrate, validate and sqlalchemy_live on a
+    user's database (log_statement = all) is a read: no DDL, no write."""
+    import re
+
+    with poolsim.TestServer() as server:
+        server.set_parameter("log_line_prefix", "%a|")
+        server.set_parameter("log_statement", "all")
+        user_sql = "SELECT pg_sleep($1), 'user sql'"
+        runs = [
+            cli("live", "--dsn", server.dsn, "--duration=2s", "--workload.rate=50",
+                "--pool.pre_ping=true", "--network.drop_rate=60",
+                "--database.idle_session_timeout=1s", "--network.idle_drop_after=300ms",
+                "--no-progress"),
+            cli("live", "--dsn", server.dsn, "--duration=1s", "--sql", user_sql, "--no-progress"),
+            cli("validate", "--dsn", server.dsn, "--calibrate", "--duration=1s", "--no-progress"),
+            cli("validate", "--dsn", server.dsn, "--against", "sqlalchemy", "--duration=1s",
+                "--no-progress"),
+        ]
+        for run in runs:
+            assert run.returncode == 0, (run.args, run.stderr)
+        with open(os.path.join(server.directory, "server.log"), errors="replace") as f:
+            log = f.read()
+    statements = []
+    for app, text in re.findall(r"^([^|\n]*)\|LOG:  (?:statement|execute [^:]*): (.*)$", log,
+                                re.MULTILINE):
+        if app != "poolsim_test_server_admin":  # the test's own set_parameter (ALTER SYSTEM)
+            statements.append((app, text.strip()))
+    texts = [t for _, t in statements]
+    assert any("pg_sleep" in t for t in texts), "no request was logged: is logging on?"
+    assert any("'user sql'" in t for t in texts), "the user's SQL was not run"
+    assert any(t.upper().startswith("ROLLBACK") for t in texts), "calibrate's reset not seen"
+    assert any("pg_terminate_backend" in t for t in texts), "the drop schedule was not run"
+    writes = [(app, t) for app, t in statements if t.split(None, 1)[0].upper() in _WRITES]
+    assert not writes, writes
