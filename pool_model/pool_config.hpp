@@ -17,6 +17,10 @@ enum class Compat { kSqlalchemy14, kSqlalchemy20 };
 // Whether the core reports SQLAlchemy's pool events (connect, checkout, checkin, ...) as
 // Notify actions. The conformance replay and traces want them; the simulator does not.
 enum class PoolEvents { kOff, kOn };
+// pool.policy. kNull is SQLAlchemy's NullPool: the same records, checkout loop, pre-ping,
+// recycle and reset as QueuePool, but every checkout opens a new connection and every return
+// closes it; pool_size, max_overflow, timeout and use_lifo do not apply.
+enum class Policy { kQueuePool, kNull };
 
 struct PoolConfig {
   int pool_size = 5;      // pool.size: idle connections kept; 0 = no limit
@@ -28,6 +32,7 @@ struct PoolConfig {
   ResetOnReturn reset_on_return = ResetOnReturn::kRollback;
   Compat compat = Compat::kSqlalchemy20;
   PoolEvents events = PoolEvents::kOff;
+  Policy policy = Policy::kQueuePool;
 };
 
 // Refuses settings SQLAlchemy would not run with, or would mis-run (a negative pool_size,

@@ -43,6 +43,20 @@
 //     whatever is still checked out. Engine.dispose() is the driver's: dispose, then a new
 //     PoolCore with the same config; handles out return to the old one.
 //  R11 compat 2.0 (§13): pool_size == 0 means max_overflow = -1 and overflow() reports 0.
+//
+// Policy `null`: SQLAlchemy's NullPool (sqlalchemy/pool/impl.py, 1.4.46 and 2.0), a Pool
+// subclass that shares _ConnectionRecord and _ConnectionFairy with QueuePool, so everything
+// above that is about a record holds for it too (R5, R6, R7's reset, R9); only the pool class
+// differs:
+//  N1 _do_get() is _create_connection(): every checkout creates a record and connects, never
+//     waits, never times out (pool_size, max_overflow, timeout and use_lifo do not apply; the
+//     core works as if pool_size = 0 and max_overflow = -1).
+//  N2 _do_return_conn() is record.close(): after the checkin event the connection is closed
+//     (close event, normal close) and the record is gone; an empty record closes nothing.
+//  N3 dispose() does nothing (no records are idle). status() is the text "NullPool": size,
+//     checkedin and overflow are 0 here, checkedout counts the records out.
+// A pool-wide invalidation (R6, R9) is stamped as in QueuePool; with every connection new it
+// can only matter to a record created before the stamp (a connect slower than the disconnect).
 #include "pool_model/pool_core.hpp"
 
 #include <algorithm>
@@ -66,11 +80,26 @@ std::ostream& operator<<(std::ostream& out, const PoolStatus& status) {
              << " waiting=" << status.waiting;
 }
 
+namespace {
+
+// N1: a NullPool works as a QueuePool with no idle queue and no limit.
+PoolConfig normalized(const PoolConfig& config) {
+  if (config.policy != Policy::kNull) return config;
+  PoolConfig out = config;
+  out.pool_size = 0;
+  out.max_overflow = -1;
+  out.timeout.reset();
+  out.order = QueueOrder::kFifo;
+  return out;
+}
+
+}  // namespace
+
 PoolCore::PoolCore(const PoolConfig& config)
-    : config_(config),
-      max_overflow_(effective_max_overflow(config)),
+    : config_(normalized(config)),
+      max_overflow_(effective_max_overflow(config_)),
       // Widened before the minus: a pool_size of INT_MIN is refused just below, not negated.
-      overflow_(-static_cast<std::int64_t>(config.pool_size)) {
+      overflow_(-static_cast<std::int64_t>(config_.pool_size)) {
   if (auto problem = validate(config)) throw std::invalid_argument(*problem);
 }
 
@@ -407,11 +436,13 @@ bool PoolCore::needs_replacement(const Slot& slot) const {
 
 bool PoolCore::can_create() const { return max_overflow_ == -1 || overflow_ < max_overflow_; }
 
-bool PoolCore::queue_full() const {
+bool PoolCore::queue_full() const {  // N2: a NullPool's queue is always full
+  if (config_.policy == Policy::kNull) return true;
   return config_.pool_size > 0 && idle_.size() == static_cast<std::size_t>(config_.pool_size);
 }
 
 std::int64_t PoolCore::reported_overflow() const {
+  if (config_.policy == Policy::kNull) return 0;
   if (config_.compat == Compat::kSqlalchemy20 && config_.pool_size == 0) return 0;
   return overflow_;
 }

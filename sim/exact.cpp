@@ -30,6 +30,11 @@ bool costs_nothing(const Distribution& d) {
 // Refuses, naming the first feature that makes the scenario non-Markovian.
 void require_markovian(const Scenario& s) {
   const std::string no = "no exact model: ";
+  if (s.pool.policy == Policy::kNull) {
+    not_exact(s, "pool.policy",
+              no + "NullPool opens a connection per checkout; simulate it (an infinite-server "
+                   "queue, every hold plus a connect)");
+  }
   if (s.arrival != Arrival::kPoisson) {
     not_exact(s, "workload.arrival", no + "an exact answer needs Poisson arrivals (poisson)");
   }

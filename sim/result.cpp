@@ -221,9 +221,14 @@ std::string render_table(const Json& r) {
   };
   std::ostringstream out;
   const auto requests = r["requests"].get<std::uint64_t>();
-  out << "poolsim " << r["mode"].get<std::string>() << ": pool " << cfg("pool.size") << " + "
-      << cfg("pool.max_overflow") << " overflow, timeout " << cfg("pool.timeout") << ", recycle "
-      << cfg("pool.recycle") << ", pre_ping " << cfg("pool.pre_ping") << "\n"
+  out << "poolsim " << r["mode"].get<std::string>() << ": ";
+  if (cfg("pool.policy") == "null") {
+    out << "NullPool (a new connection for every checkout)";
+  } else {
+    out << "pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow") << " overflow, timeout "
+        << cfg("pool.timeout");
+  }
+  out << ", recycle " << cfg("pool.recycle") << ", pre_ping " << cfg("pool.pre_ping") << "\n"
       << "  " << cfg("app.processes") << " process(es), " << cfg("workload.arrival") << " "
       << cfg("workload.rate") << "/s, hold " << cfg("workload.service") << ", connect "
       << cfg("database.connect") << "\n"

@@ -15,7 +15,10 @@ const std::vector<OptionInfo> kOptions = {
     {"warmup", "0s", "simulated time discarded before statistics start"},
     {"seed", "1", "master seed; every random stream derives from it"},
     {"replications", "1", "independent runs; more than 1 gives 95% confidence intervals"},
-    {"pool.policy", "queuepool", "pool design: queuepool (SQLAlchemy QueuePool)"},
+    {"pool.policy", "queuepool",
+     "pool design: queuepool (SQLAlchemy QueuePool) or null (NullPool: a new connection for "
+     "every checkout, closed on return; pool.size, max_overflow, timeout, use_lifo do not "
+     "apply)"},
     {"pool.size", "5", "SQLAlchemy pool_size: idle connections kept per process; 0 = no limit"},
     {"pool.max_overflow", "10", "max_overflow: connections beyond pool.size; -1 = unlimited"},
     {"pool.timeout", "30s",
@@ -246,10 +249,22 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
       "seed", 0, std::numeric_limits<std::int64_t>::max(), "must be a whole number >= 0"));
   s.replications = static_cast<int>(in.integer("replications", 1, 10000, "must be 1 to 10000"));
 
-  if (in.text("pool.policy") != "queuepool") {
-    in.refuse("pool.policy", "must be queuepool (SQLAlchemy's QueuePool; more designs later)");
-  }
   PoolConfig& pool = s.pool;
+  const std::string policy = in.text("pool.policy");
+  if (policy == "null") {
+    pool.policy = Policy::kNull;
+    // As SQLAlchemy's create_engine(poolclass=NullPool, pool_size=...) does: a TypeError.
+    for (const char* key : {"pool.size", "pool.max_overflow", "pool.timeout", "pool.use_lifo"}) {
+      if (in.given(key)) {
+        in.refuse(key, "does not apply to pool.policy = null (NullPool opens a connection for "
+                       "every checkout and closes it on return; SQLAlchemy refuses it too)");
+      }
+    }
+  } else if (policy != "queuepool") {
+    in.refuse("pool.policy",
+              "must be queuepool (SQLAlchemy's QueuePool) or null (NullPool: a connection per "
+              "checkout)");
+  }
   pool.pool_size = static_cast<int>(
       in.integer("pool.size", 0, 1'000'000, "must be a whole number from 0 to 1000000"));
   pool.max_overflow =

@@ -236,6 +236,10 @@ Target parse_target(const std::string& text) {
 
 SizeAnswer size_pool(const Scenario& base, const std::vector<Target>& targets, int max_size,
                      const std::vector<int>& overflow_choices, const SizeProgress& progress) {
+  if (base.pool.policy == Policy::kNull) {
+    throw ScenarioError("pool.policy = null: NullPool has no pool.size to size (size a "
+                        "queuepool instead)");
+  }
   SizeAnswer answer;
   answer.overflow_choices = overflow_choices;
   std::string why, model;

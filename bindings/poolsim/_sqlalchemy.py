@@ -45,14 +45,19 @@ def _engine_kwargs(config: Mapping[str, str]) -> dict:
     seconds = _core.parse_seconds  # the C++ duration parser
 
     kwargs = {
-        "pool_size": int(config["pool.size"]),
-        "max_overflow": int(config["pool.max_overflow"]),
-        "pool_timeout": seconds(config["pool.timeout"]),
         "pool_pre_ping": config["pool.pre_ping"] == "true",
-        "pool_use_lifo": config["pool.use_lifo"] == "true",
         "pool_reset_on_return": {"rollback": "rollback", "commit": "commit",
                                  "none": None}[config["pool.reset_on_return"]],
     }
+    if config["pool.policy"] == "null":  # create_engine refuses the QueuePool arguments
+        import sqlalchemy.pool
+
+        kwargs["poolclass"] = sqlalchemy.pool.NullPool
+    else:
+        kwargs.update(pool_size=int(config["pool.size"]),
+                      max_overflow=int(config["pool.max_overflow"]),
+                      pool_timeout=seconds(config["pool.timeout"]),
+                      pool_use_lifo=config["pool.use_lifo"] == "true")
     recycle = config["pool.recycle"]
     kwargs["pool_recycle"] = -1 if recycle.strip() == "-1" else seconds(recycle)
     return kwargs
@@ -61,8 +66,9 @@ def _engine_kwargs(config: Mapping[str, str]) -> dict:
 def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[str] = None,
                     sql: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
                     calibrate: bool = False, **kwargs: Any) -> Result:
-    """Drive the scenario's workload through ``sqlalchemy.create_engine`` (QueuePool, psycopg2)
-    on threads, in real time, and report it in poolsim's result schema (``"mode": "live"``).
+    """Drive the scenario's workload through ``sqlalchemy.create_engine`` (QueuePool, or
+    NullPool for ``pool.policy = null``; psycopg2) on threads, in real time, and report it in
+    poolsim's result schema (``"mode": "live"``).
 
     ``url`` is a SQLAlchemy URL (``postgresql+psycopg2://user:pw@host/db``); or give ``dsn``, a
     libpq connection string, ``"auto"`` (the default) starting a throw-away PostgreSQL for the
@@ -307,7 +313,8 @@ def _run(sqlalchemy, file, values, config, dsn, url, sql, calibrate=False) -> Re
                              np.ascontiguousarray(wait_ms[counted]),
                              np.ascontiguousarray(latency_ms[counted]), levels, wall)
     result = json.loads(text)
-    result["driver"] = f"sqlalchemy {sqlalchemy.__version__} (QueuePool, psycopg2)"
+    pool_class = type(engines[0].pool).__name__
+    result["driver"] = f"sqlalchemy {sqlalchemy.__version__} ({pool_class}, psycopg2)"
     if statement_cost is not None:
         result["calibration"] = {"statement": statement_cost}
     return Result(result)

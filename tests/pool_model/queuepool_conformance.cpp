@@ -97,9 +97,18 @@ void require_only(const json& object, std::initializer_list<const char*> allowed
 PoolConfig pool_config(const json& cfg, Compat compat) {
   require_only(cfg,
                {"pool_size", "max_overflow", "timeout", "recycle", "pre_ping", "use_lifo",
-                "reset_on_return"},
+                "reset_on_return", "policy"},
                "pool");
   PoolConfig config;
+  // "policy" is the project's extension (record_policies.py): SQLAlchemy's other pool classes.
+  if (cfg.contains("policy")) {
+    const json& policy = cfg.at("policy");
+    if (policy == "null") {
+      config.policy = Policy::kNull;
+    } else if (policy != "queuepool") {
+      throw ScenarioError("field \"policy\" = " + policy.dump() + ": must be \"queuepool\" or \"null\"");
+    }
+  }
   config.compat = compat;
   config.events = PoolEvents::kOn;
   config.pool_size = static_cast<int>(int_field(cfg, "pool_size", 0));
@@ -234,6 +243,7 @@ class Replay {
   Instant now() const { return Instant(to_duration(clock_)); }
 
   json status_json(const PoolCore& pool) const {
+    if (pool.config().policy == Policy::kNull) return json{{"status", "NullPool"}};  // N3
     const PoolStatus s = pool.status();
     return json{{"size", s.size},
                 {"checkedin", s.checkedin},

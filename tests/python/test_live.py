@@ -143,6 +143,24 @@ def test_a_tight_pool_times_out_in_both(server):
     assert _wait_for_no_backends(server) == (0, 0)
 
 
+def test_nullpool_opens_a_connection_for_every_request_in_both(server):
+    """pool.policy = null is SQLAlchemy's NullPool: poolsim's pool and SQLAlchemy's own
+    NullPool connect for every checkout and close on every return, as the simulation does."""
+    options = dict(pool_policy="null", duration="2s", workload_rate=20, seed=4)
+    sim = poolsim.simulate(**options)
+    ours = poolsim.live(dsn=server.dsn, **options)
+    theirs = poolsim.sqlalchemy_live(dsn=server.dsn, **options)
+    for r in (sim, ours, theirs):
+        assert r.requests == sim.requests > 0
+        assert r.completed == r.requests and r.timeouts == 0
+        assert r.connections.opened == r.requests  # one connect per request, none kept
+        assert r.connections.closed == r.connections.opened
+        assert r.config["pool.policy"] == "null"
+    assert "NullPool" in ours.table()
+    assert "NullPool" in theirs.driver
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,key", [

@@ -197,11 +197,58 @@ TEST_F(ModelFeatures, ReplicationsGiveConfidenceIntervalsThatShrink) {
 
 // ---- pool.* ---------------------------------------------------------------------------------
 
-TEST_F(ModelFeatures, PoolPolicyIsQueuepoolOnly) {
+TEST_F(ModelFeatures, PoolPolicyIsQueuepoolOrNull) {
   EXPECT_EQ(refusal({{"pool.policy", "queuepool"}}), "(no error)");
+  EXPECT_EQ(refusal({{"pool.policy", "null"}}), "(no error)");
   const std::string why = refusal({{"pool.policy", "hikari"}});
   EXPECT_NE(why.find("pool.policy"), std::string::npos) << why;
   EXPECT_NE(why.find("hikari"), std::string::npos) << why;
+  // NullPool has no pool_size, max_overflow, timeout or use_lifo: given ones are refused.
+  for (const char* key : {"pool.size", "pool.max_overflow", "pool.timeout", "pool.use_lifo"}) {
+    const std::string value = std::string(key) == "pool.timeout"   ? "1s"
+                              : std::string(key) == "pool.use_lifo" ? "true"
+                                                                    : "3";
+    const std::string null_why = refusal({{"pool.policy", "null"}, {key, value}});
+    EXPECT_NE(null_why.find(key), std::string::npos) << null_why;
+    EXPECT_NE(null_why.find("pool.policy = null"), std::string::npos) << null_why;
+  }
+}
+
+TEST_F(ModelFeatures, NullPoolConnectsForEveryRequestAndClosesOnReturn) {
+  // 300/s of constant 10 ms holds, 5 ms connects, no reset. A NullPool never waits for another
+  // request: every request waits exactly one connect, then holds a connection of its own that
+  // is closed when it returns. So the open connections form an M/D/infinity queue: their mean
+  // is the rate times the hold (Little), and nothing ever times out.
+  const Options base = {{"duration", "4s"},
+                        {"workload.rate", "300"},
+                        {"workload.service", "const:10ms"},
+                        {"database.connect", "const:5ms"},
+                        {"database.reset", "const:0s"}};
+  Options null = base;
+  null["pool.policy"] = "null";
+  const Json r = run(null);
+  Options queuepool = base;
+  queuepool["pool.size"] = "10";
+  const Json queue = run(queuepool);
+  const auto requests = count(r, "requests");
+  EXPECT_EQ(count(r, "completed"), requests);
+  EXPECT_EQ(count(r, "timeouts"), 0u);
+  EXPECT_EQ(conn(r, "opened"), static_cast<double>(requests));
+  // Closed on return: all but those still held when the run ends (at most the peak).
+  EXPECT_LE(conn(r, "closed"), conn(r, "opened"));
+  EXPECT_GE(conn(r, "closed"), conn(r, "opened") - conn(r, "peak"));
+  EXPECT_DOUBLE_EQ(r["p_wait"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(wait(r, "mean"), 5.0);
+  EXPECT_DOUBLE_EQ(wait(r, "max"), 5.0);
+  EXPECT_DOUBLE_EQ(latency(r, "mean"), 15.0);
+  // Mean open = observed rate x 10 ms; the sample mean of a Poisson(3) count over 4 s of
+  // 10 ms-correlated samples has sd about sqrt(3 x 0.01 / 4) (the M/D/inf count process).
+  const double rate = static_cast<double>(requests) / 4.0;
+  expect_within_band(conn(r, "mean_open"), rate * 0.010, std::sqrt(3.0 * 0.010 / 4.0) + 0.01,
+                     "mean open connections of a NullPool");
+  // The same load through a QueuePool of 10 keeps its connections: it opens at most 10.
+  EXPECT_LE(conn(queue, "opened"), 10);
+  EXPECT_LT(wait(queue, "mean"), 1.0);
 }
 
 TEST_F(ModelFeatures, PoolSizeCapsConnectionsWithoutOverflow) {
