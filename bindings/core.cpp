@@ -178,7 +178,7 @@ py::tuple validate(const std::optional<std::filesystem::path>& file, const Optio
     runner = [&live_runner](const sim::Scenario& s, const sim::Progress&) {
       py::gil_scoped_acquire acquire;
       py::dict echo;
-      for (const auto& [key, value] : s.echo) echo[py::str(key)] = value;
+      for (const auto& [key, value] : s.rerun_options()) echo[py::str(key)] = value;
       return sim::Json::parse((*live_runner)(echo).cast<std::string>());
     };
   }

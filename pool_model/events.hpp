@@ -139,9 +139,10 @@ using Event = std::variant<CheckoutRequested, ConnectSucceeded, ConnectFailed, P
 // ---- actions: what the driver must do -------------------------------------------------------
 
 // Open a connection for this slot, on behalf of request; answer ConnectSucceeded/Failed.
+// No request: the pool's own background work (HikariCP's connection adder filling the pool).
 struct OpenConnection {
   SlotId slot;
-  RequestId request;
+  std::optional<RequestId> request;
   bool operator==(const OpenConnection&) const = default;
 };
 // Close a connection; nothing to answer. `by` names the request whose checkout caused it.
@@ -151,11 +152,12 @@ struct CloseConnection {
   std::optional<RequestId> by;
   bool operator==(const CloseConnection&) const = default;
 };
-// Run the pre-ping round trip; answer PingResult.
+// Run the pre-ping round trip; answer PingResult. No request: a keepalive of an idle
+// connection (HikariCP's keepaliveTime), which stays idle if it answers.
 struct Ping {
   SlotId slot;
   ConnId conn;
-  RequestId request;
+  std::optional<RequestId> request;
   bool operator==(const Ping&) const = default;
 };
 // Run reset-on-return (ROLLBACK or COMMIT); answer ResetDone with the same slot and conn.

@@ -20,7 +20,8 @@ enum class PoolEvents { kOff, kOn };
 // pool.policy. kNull is SQLAlchemy's NullPool: the same records, checkout loop, pre-ping,
 // recycle and reset as QueuePool, but every checkout opens a new connection and every return
 // closes it; pool_size, max_overflow, timeout and use_lifo do not apply.
-enum class Policy { kQueuePool, kNull };
+// kHikari is HikariCP's pool, a state machine of its own (hikari_core.hpp): PoolCore refuses it.
+enum class Policy { kQueuePool, kNull, kHikari };
 
 struct PoolConfig {
   int pool_size = 5;      // pool.size: idle connections kept; 0 = no limit

@@ -124,6 +124,11 @@ class LiveRun {
     }
     if (s.connect_fail > 0)
       refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
+    if (s.pool.policy == Policy::kHikari) {
+      refuse(s, "pool.policy",
+             "HikariCP's pool runs in the simulator only so far (the real pool runs queuepool "
+             "and null)");
+    }
     const bool own = o.dsn == "auto";
     if (!own && !s.outages.empty()) {
       refuse(s, "database.outages", "restarts need a server the run starts itself (--dsn auto)");

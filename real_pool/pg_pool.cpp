@@ -269,8 +269,8 @@ class PoolState {
   void drain(Request* self, Work& work) {
     while (std::optional<Action> action = core_.poll_action()) {
       std::visit(Overloaded{
-                     [&](const OpenConnection& a) { answer(a.request, a, self); },
-                     [&](const Ping& a) { answer(a.request, a, self); },
+                     [&](const OpenConnection& a) { answer(for_request(a.request), a, self); },
+                     [&](const Ping& a) { answer(for_request(a.request), a, self); },
                      [&](const Grant& a) { answer(a.request, a, self); },
                      [&](const Fail& a) { answer(a.request, a, self); },
                      [&](const CloseConnection& a) { work.close(remove_conn(a.conn)); },
@@ -288,6 +288,13 @@ class PoolState {
                  },
                  *action);
     }
+  }
+
+  // The real pool runs QueuePool and NullPool, whose connects and pings are all some
+  // request's (background work of a pool of its own is a simulator policy so far).
+  static RequestId for_request(const std::optional<RequestId>& id) {
+    if (!id) broken("the core asked for background work the real pool does not do");
+    return *id;
   }
 
   void answer(RequestId id, const Answer& answer, Request* self) {

@@ -637,7 +637,7 @@ Json sqlalchemy_live(const Scenario& s, const std::string& dsn, const std::strin
         python_dir.string() + "); configure with -DPOOLSIM_BUILD_PYTHON=ON");
   }
   Json options = Json::object();
-  for (const auto& [key, value] : s.echo) options[key] = value;
+  for (const auto& [key, value] : s.rerun_options()) options[key] = value;
   char in_path[] = "/tmp/poolsim-sqlalchemy-XXXXXX";
   const int fd = mkstemp(in_path);
   if (fd < 0) throw std::runtime_error("cannot create a temporary file in /tmp");

@@ -35,6 +35,10 @@ void require_markovian(const Scenario& s) {
               no + "NullPool opens a connection per checkout; simulate it (an infinite-server "
                    "queue, every hold plus a connect)");
   }
+  if (s.pool.policy == Policy::kHikari) {
+    not_exact(s, "pool.policy",
+              no + "HikariCP grows its pool one background connect at a time; simulate it");
+  }
   if (s.arrival != Arrival::kPoisson) {
     not_exact(s, "workload.arrival", no + "an exact answer needs Poisson arrivals (poisson)");
   }

@@ -18,14 +18,20 @@
 //    error, which invalidates the pool as SQLAlchemy's Engine does.
 //  - The server counts a backend from the start of its set-up until the client closes it, the
 //    server closes it (idle_session_timeout) or an outage kills it.
+//  - Requests still in flight at the end run on to their outcome, which is counted. A pool
+//    that works in the background (pool.policy = hikari) stops its own timers then, once no
+//    request waits for a connection.
 #include "sim/model.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <type_traits>
+#include <utility>
 #include <variant>
 
+#include "pool_model/hikari_core.hpp"
 #include "pool_model/overloaded.hpp"
 #include "pool_model/pool_core.hpp"
 #include "pool_model/ring_queue.hpp"
@@ -106,9 +112,11 @@ struct SharedSetup {
   double finish;                 // ns of work
 };
 
+// One worker process's pool: PoolCore (queuepool, null) or HikariCore (hikari).
+template <typename Core>
 struct Process {
-  explicit Process(const PoolConfig& config) : core(config) {}
-  PoolCore core;
+  explicit Process(Core pool) : core(std::move(pool)) {}
+  Core core;
   int busy = 0;
   RingQueue<std::uint32_t> thread_queue;
   std::optional<Instant> timer_at;
@@ -135,7 +143,28 @@ class Slab {  // objects named by a small integer, reused after release: no allo
   std::vector<std::uint32_t> free_;
 };
 
+// A pool of the scenario's policy, for one process of one replication. HikariCP's jitter of
+// max_lifetime and keepalive draws from the pool's own stream.
+template <typename Core>
+Core make_core(const Scenario& s, int replication, std::uint32_t process);
+template <>
+PoolCore make_core<PoolCore>(const Scenario& s, int, std::uint32_t) {
+  return PoolCore(s.pool);
+}
+template <>
+HikariCore make_core<HikariCore>(const Scenario& s, int replication, std::uint32_t process) {
+  HikariConfig config = s.hikari;
+  config.seed = stream_rng(s.seed, Stream::kPoolJitter,
+                           static_cast<std::uint64_t>(replication) * 10'000 + process)
+                    .next();
+  return HikariCore(config);
+}
+
+template <typename Core>
 class Simulation {
+  // HikariCP's connections are opened by the pool itself and wait idle in it until used.
+  static constexpr bool kBackgroundConnects = std::is_same_v<Core, HikariCore>;
+
  public:
   Simulation(const Scenario& s, int replication, const Progress& progress, Samples* samples)
       : s_(s),
@@ -155,7 +184,9 @@ class Simulation {
         warmup_end_(Instant(s.warmup)),
         end_(Instant(s.warmup + s.duration)) {
     processes_.reserve(static_cast<std::size_t>(s.processes));
-    for (int i = 0; i < s.processes; ++i) processes_.emplace_back(s.pool);
+    for (int i = 0; i < s.processes; ++i) {
+      processes_.emplace_back(make_core<Core>(s, replication, static_cast<std::uint32_t>(i)));
+    }
   }
 
   ReplicationStats run() {
@@ -168,6 +199,12 @@ class Simulation {
     for (std::size_t i = 0; i < s_.outages.size(); ++i) {
       queue_.schedule(Instant(s_.outages[i].start), Kind::kOutageStart);
       queue_.schedule(Instant(s_.outages[i].start + s_.outages[i].length), Kind::kOutageEnd);
+    }
+    if constexpr (kBackgroundConnects) {  // the pools are created: they start filling
+      for (std::uint32_t p = 0; p < processes_.size(); ++p) {
+        processes_[p].core.start(Instant{});
+        drain(p);
+      }
     }
     if (s_.arrival == Arrival::kClosed) {
       for (int c = 0; c < s_.clients; ++c) {
@@ -226,7 +263,7 @@ class Simulation {
       case Kind::kHoldDone: hold_done(static_cast<std::uint32_t>(e.a), e.b != 0); return;
       case Kind::kResetDone: reset_done(static_cast<std::uint32_t>(e.a)); return;
       case Kind::kPoolTimer: {
-        Process& proc = processes_[e.process];
+        Process<Core>& proc = processes_[e.process];
         if (e.a != proc.timer_gen) return;  // superseded
         proc.timer_at.reset();
         proc.core.handle_timeout(now_);
@@ -312,7 +349,7 @@ class Simulation {
       ++stats_.requests;
       ++in_flight_counted_;
     }
-    Process& proc = processes_[r.process];
+    Process<Core>& proc = processes_[r.process];
     if (s_.threads > 0 && proc.busy >= s_.threads) {
       proc.thread_queue.push_back(id);
     } else {
@@ -335,15 +372,18 @@ class Simulation {
   }
 
   void drain(std::uint32_t p) {
-    Process& proc = processes_[p];
+    Process<Core>& proc = processes_[p];
     while (auto action = proc.core.poll_action()) {
       std::visit(Overloaded{
                      [&](const OpenConnection& a) { open_connection(p, a.slot); },
                      [&](const CloseConnection& a) { close_connection(a.conn); },
                      [&](const Ping& a) {
-                       Conn& c = conns_[static_cast<std::uint64_t>(a.conn)];
+                       const auto id = static_cast<std::uint32_t>(a.conn);
+                       Conn& c = conns_[id];
                        const bool dead = is_dead(c);
                        stop_idle(c);
+                       // A keepalive: the connection stays idle, its idle time starts again.
+                       if (!a.request && !dead) start_idle(id);
                        schedule_after_ping(Kind::kPingDone, p, static_cast<std::uint64_t>(a.slot),
                                            dead ? 1 : 0);
                      },
@@ -363,11 +403,18 @@ class Simulation {
                  },
                  *action);
     }
-    // One timer per pool, for its oldest waiter; a timer that fires early is harmless.
+    if constexpr (kBackgroundConnects) {
+      // After the end a HikariCP pool that nobody waits on runs no more of its own timers
+      // (housekeeping, lifetimes, keepalives): they cannot change a request's outcome now,
+      // and a request in a day-long reset would keep them ticking for the whole day.
+      if (now_ >= end_ && proc.core.status().waiting == 0) return;
+    }
+    // One timer per pool, for its oldest waiter; a timer that fires early is harmless. (One
+    // skipped after the end may be overdue: it runs now.)
     if (auto deadline = proc.core.poll_timeout();
         deadline && (!proc.timer_at || *deadline < *proc.timer_at)) {
-      proc.timer_at = deadline;
-      queue_.schedule(*deadline, Kind::kPoolTimer, p, ++proc.timer_gen);
+      proc.timer_at = std::max(*deadline, now_);
+      queue_.schedule(*proc.timer_at, Kind::kPoolTimer, p, ++proc.timer_gen);
     }
   }
 
@@ -479,7 +526,7 @@ class Simulation {
   // Every request ends here exactly once, whatever its outcome.
   void finish(std::uint32_t id) {
     Request& r = requests_[id];
-    Process& proc = processes_[r.process];
+    Process<Core>& proc = processes_[r.process];
     --proc.busy;
     if (!proc.thread_queue.empty()) {
       queue_.schedule(now_, Kind::kStartCheckout, r.process, proc.thread_queue.front());
@@ -601,6 +648,7 @@ class Simulation {
       queue_.schedule(later(seconds(drops_.exponential(3600.0 / s_.drop_rate))), Kind::kDrop, 0, id,
                       life);
     }
+    if constexpr (kBackgroundConnects) start_idle(id);  // a grant ends it at once
     feed(p, ConnectSucceeded{slot, ConnId{id}});
   }
 
@@ -665,7 +713,7 @@ class Simulation {
   Instant now_{};
 
   EventQueue<Kind> queue_;
-  std::vector<Process> processes_;
+  std::vector<Process<Core>> processes_;
   Slab<Request> requests_;
   Slab<Conn> conns_;
   std::vector<std::uint32_t> open_ids_;  // open connections, client side
@@ -695,7 +743,10 @@ class Simulation {
 
 ReplicationStats run_replication(const Scenario& scenario, int replication,
                                  const Progress& progress, Samples* samples) {
-  return Simulation(scenario, replication, progress, samples).run();
+  if (scenario.pool.policy == Policy::kHikari) {
+    return Simulation<HikariCore>(scenario, replication, progress, samples).run();
+  }
+  return Simulation<PoolCore>(scenario, replication, progress, samples).run();
 }
 
 }  // namespace poolsim::sim

@@ -65,6 +65,7 @@ enum class Stream : std::uint64_t {
   kConnectFail,
   kRouting,
   kThink,
+  kPoolJitter,  // a pool's own randomness (HikariCP's max_lifetime and keepalive jitter)
 };
 
 // The stream for one purpose and one process / client index (index < 2^48), so that changing

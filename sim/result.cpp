@@ -222,13 +222,22 @@ std::string render_table(const Json& r) {
   std::ostringstream out;
   const auto requests = r["requests"].get<std::uint64_t>();
   out << "poolsim " << r["mode"].get<std::string>() << ": ";
-  if (cfg("pool.policy") == "null") {
-    out << "NullPool (a new connection for every checkout)";
+  const std::string policy = cfg("pool.policy");
+  if (policy == "hikari") {
+    out << "HikariCP maximumPoolSize " << cfg("hikari.maximum_pool_size") << ", minimumIdle "
+        << cfg("hikari.minimum_idle") << ", connectionTimeout " << cfg("hikari.connection_timeout")
+        << ", maxLifetime " << cfg("hikari.max_lifetime") << ", keepaliveTime "
+        << cfg("hikari.keepalive_time") << "\n";
   } else {
-    out << "pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow") << " overflow, timeout "
-        << cfg("pool.timeout");
+    if (policy == "null") {
+      out << "NullPool (a new connection for every checkout)";
+    } else {
+      out << "pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow")
+          << " overflow, timeout " << cfg("pool.timeout");
+    }
+    out << ", recycle " << cfg("pool.recycle") << ", pre_ping " << cfg("pool.pre_ping") << "\n";
   }
-  out << ", recycle " << cfg("pool.recycle") << ", pre_ping " << cfg("pool.pre_ping") << "\n"
+  out
       << "  " << cfg("app.processes") << " process(es), " << cfg("workload.arrival") << " "
       << cfg("workload.rate") << "/s, hold " << cfg("workload.service") << ", connect "
       << cfg("database.connect") << "\n"
@@ -259,7 +268,8 @@ std::string render_table(const Json& r) {
       << count(e["disconnect"].get<std::uint64_t>()) << "\n";
   if (r.contains("unfinished")) {
     out << "  unfinished   " << count(r["unfinished"].get<std::uint64_t>())
-        << "   (still waiting when nothing more could happen: pool.timeout = none)\n";
+        << "   (still waiting when nothing more could happen: a wait without a timeout, or "
+           "model time beyond its end, 292 years)\n";
   }
   out << "  p_wait       " << with_ci(r, "p_wait", r["p_wait"].get<double>(), 4)
       << "   (share of requests that waited for a connection)\n\n";

@@ -16,9 +16,9 @@ const std::vector<OptionInfo> kOptions = {
     {"seed", "1", "master seed; every random stream derives from it"},
     {"replications", "1", "independent runs; more than 1 gives 95% confidence intervals"},
     {"pool.policy", "queuepool",
-     "pool design: queuepool (SQLAlchemy QueuePool) or null (NullPool: a new connection for "
+     "pool design: queuepool (SQLAlchemy QueuePool), null (NullPool: a new connection for "
      "every checkout, closed on return; pool.size, max_overflow, timeout, use_lifo do not "
-     "apply)"},
+     "apply) or hikari (HikariCP: set with hikari.*; only pool.reset_on_return applies)"},
     {"pool.size", "5", "SQLAlchemy pool_size: idle connections kept per process; 0 = no limit"},
     {"pool.max_overflow", "10", "max_overflow: connections beyond pool.size; -1 = unlimited"},
     {"pool.timeout", "30s",
@@ -29,6 +29,23 @@ const std::vector<OptionInfo> kOptions = {
     {"pool.use_lifo", "false", "pool_use_lifo: reuse the most recently returned connection"},
     {"pool.reset_on_return", "rollback", "rollback, commit or none"},
     {"pool.compat", "2.0", "SQLAlchemy semantics, 1.4 or 2.0 (they differ only for pool.size 0)"},
+    {"hikari.maximum_pool_size", "10",
+     "pool.policy = hikari: maximumPoolSize, connections per process, idle and in use"},
+    {"hikari.minimum_idle", "max",
+     "minimumIdle: idle connections HikariCP refills to in the background; max = "
+     "hikari.maximum_pool_size (HikariCP's default: a fixed-size pool)"},
+    {"hikari.connection_timeout", "30s",
+     "connectionTimeout: how long getConnection() waits; at least 250ms; 0 = forever"},
+    {"hikari.idle_timeout", "10min",
+     "idleTimeout: idle connections beyond minimum_idle are closed after this (the "
+     "housekeeper looks every 30s); 0 = never; at least 10s when minimum_idle is below "
+     "maximum_pool_size"},
+    {"hikari.max_lifetime", "30min",
+     "maxLifetime: each connection is retired after this, minus up to 2.5% at random; "
+     "0 = never; at least 30s"},
+    {"hikari.keepalive_time", "0",
+     "keepaliveTime: idle connections are checked this often, minus up to 10% at random; "
+     "0 = off; at least 30s and below max_lifetime"},
     {"workload.arrival", "poisson", "poisson, constant, onoff, diurnal, trace or closed"},
     {"workload.rate", "100",
      "mean arrivals per second, all processes together (onoff: between bursts)"},
@@ -220,6 +237,28 @@ std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::files
 
 }  // namespace
 
+bool option_applies(Policy policy, std::string_view key) {
+  if (key.starts_with("hikari.")) return policy == Policy::kHikari;
+  switch (policy) {
+    case Policy::kQueuePool:
+      return true;
+    case Policy::kNull:
+      return key != "pool.size" && key != "pool.max_overflow" && key != "pool.timeout" &&
+             key != "pool.use_lifo";
+    case Policy::kHikari:
+      return !key.starts_with("pool.") || key == "pool.policy" || key == "pool.reset_on_return";
+  }
+  return true;
+}
+
+std::map<std::string, std::string> Scenario::rerun_options() const {
+  std::map<std::string, std::string> options;
+  for (const auto& [key, value] : echo) {
+    if (option_applies(pool.policy, key)) options.emplace(key, value);
+  }
+  return options;
+}
+
 const std::string& Scenario::option(const std::string& key) const {
   for (const auto& [k, v] : echo) {
     if (k == key) return v;
@@ -253,18 +292,44 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
   const std::string policy = in.text("pool.policy");
   if (policy == "null") {
     pool.policy = Policy::kNull;
-    // As SQLAlchemy's create_engine(poolclass=NullPool, pool_size=...) does: a TypeError.
-    for (const char* key : {"pool.size", "pool.max_overflow", "pool.timeout", "pool.use_lifo"}) {
-      if (in.given(key)) {
-        in.refuse(key, "does not apply to pool.policy = null (NullPool opens a connection for "
-                       "every checkout and closes it on return; SQLAlchemy refuses it too)");
-      }
-    }
+  } else if (policy == "hikari") {
+    pool.policy = Policy::kHikari;
   } else if (policy != "queuepool") {
     in.refuse("pool.policy",
-              "must be queuepool (SQLAlchemy's QueuePool) or null (NullPool: a connection per "
-              "checkout)");
+              "must be queuepool (SQLAlchemy's QueuePool), null (NullPool: a connection per "
+              "checkout) or hikari (HikariCP)");
   }
+  for (const OptionInfo& option : kOptions) {
+    if (option_applies(pool.policy, option.key) || !in.given(option.key)) continue;
+    if (pool.policy == Policy::kNull) {
+      // As SQLAlchemy's create_engine(poolclass=NullPool, pool_size=...) does: a TypeError.
+      in.refuse(option.key, "does not apply to pool.policy = null (NullPool opens a connection "
+                            "for every checkout and closes it on return; SQLAlchemy refuses it "
+                            "too)");
+    } else if (pool.policy == Policy::kHikari && std::string_view(option.key).starts_with("pool.")) {
+      in.refuse(option.key, "does not apply to pool.policy = hikari (HikariCP is set with "
+                            "hikari.maximum_pool_size, minimum_idle, connection_timeout, "
+                            "idle_timeout, max_lifetime, keepalive_time)");
+    } else {
+      in.refuse(option.key,
+                "applies to pool.policy = hikari only (this scenario's pool is " + policy + ")");
+    }
+  }
+  HikariConfig& hikari = s.hikari;
+  hikari.maximum_pool_size = static_cast<int>(in.integer(
+      "hikari.maximum_pool_size", 1, 1'000'000, "must be a whole number from 1 to 1000000"));
+  const std::string idle_allowed = "must be max or a whole number from 0 to "
+                                   "hikari.maximum_pool_size (" +
+                                   std::to_string(hikari.maximum_pool_size) + ")";
+  hikari.minimum_idle =
+      in.text("hikari.minimum_idle") == "max"
+          ? hikari.maximum_pool_size
+          : static_cast<int>(in.integer("hikari.minimum_idle", 0, hikari.maximum_pool_size,
+                                        idle_allowed.c_str()));
+  hikari.connection_timeout = in.duration("hikari.connection_timeout");
+  hikari.idle_timeout = in.duration("hikari.idle_timeout");
+  hikari.max_lifetime = in.duration("hikari.max_lifetime");
+  hikari.keepalive_time = in.duration("hikari.keepalive_time");
   pool.pool_size = static_cast<int>(
       in.integer("pool.size", 0, 1'000'000, "must be a whole number from 0 to 1000000"));
   pool.max_overflow =
@@ -291,6 +356,10 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
     pool.compat = Compat::kSqlalchemy20;
   } else {
     in.refuse("pool.compat", "must be 1.4 or 2.0");
+  }
+  hikari.reset_on_return = pool.reset_on_return;
+  if (pool.policy == Policy::kHikari) {
+    if (auto why = validate(hikari)) throw ScenarioError(*why);
   }
 
   const std::string arrival = in.text("workload.arrival");

@@ -12,8 +12,10 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "pool_model/hikari_core.hpp"
 #include "pool_model/pool_config.hpp"
 #include "sim/distribution.hpp"
 
@@ -40,7 +42,8 @@ struct Scenario {
   std::uint64_t seed = 1;
   int replications = 1;
 
-  PoolConfig pool;  // pool.*
+  PoolConfig pool;      // pool.*
+  HikariConfig hikari;  // hikari.*, for pool.policy = hikari (its seed is set per pool)
 
   Arrival arrival = Arrival::kPoisson;
   double rate = 100;       // per second, all processes together
@@ -77,6 +80,11 @@ struct Scenario {
   // The options as given (after defaults), in table order: the "config" block of a result.
   std::vector<std::pair<std::string, std::string>> echo;
 
+  // The echo without the options that do not apply to this pool design (pool.size of a
+  // NullPool, hikari.* of a QueuePool): what runs the same scenario again, as the live side
+  // of validate does, since make_scenario refuses those when given.
+  std::map<std::string, std::string> rerun_options() const;
+
   // The text an option was given as (or its default); std::logic_error for an unknown key.
   const std::string& option(const std::string& key) const;
   // Records in the echo that code changed an option after parsing (sizing, calibration).
@@ -89,6 +97,11 @@ struct OptionInfo {
   const char* help;           // meaning, with the unit
 };
 extern const std::vector<OptionInfo> kOptions;
+
+// Whether `key` is a setting of pool design `policy`: hikari.* only of hikari; pool.size,
+// max_overflow, timeout and use_lifo not of null; of pool.* only policy and reset_on_return
+// of hikari. make_scenario refuses a given option that does not apply.
+bool option_applies(Policy policy, std::string_view key);
 
 // Thrown for bad input; what() is one line naming the key, the value and what is allowed.
 struct ScenarioError : std::runtime_error {

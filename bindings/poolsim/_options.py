@@ -29,7 +29,8 @@ _BY_NAME.update(_ALIASES)
 _DURATIONS = {
     "duration", "warmup", "pool.timeout", "pool.recycle", "workload.burst_on",
     "workload.burst_off", "workload.period", "database.idle_session_timeout",
-    "network.idle_drop_after",
+    "network.idle_drop_after", "hikari.connection_timeout", "hikari.idle_timeout",
+    "hikari.max_lifetime", "hikari.keepalive_time",
 }
 
 

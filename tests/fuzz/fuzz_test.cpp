@@ -471,7 +471,7 @@ const std::vector<OptionKind>& option_kinds() {
       {"warmup", K::kDuration},
       {"seed", K::kInteger, 0, 1'000'000},
       {"replications", K::kInteger, 1, 4},
-      {"pool.policy", K::kWord, 0, 0, {"queuepool"}},
+      {"pool.policy", K::kWord, 0, 0, {"queuepool", "null", "hikari"}},  // see generate()
       {"pool.size", K::kInteger, 0, 20},
       {"pool.max_overflow", K::kInteger, -1, 20},
       {"pool.timeout", K::kTimeout},
@@ -480,6 +480,12 @@ const std::vector<OptionKind>& option_kinds() {
       {"pool.use_lifo", K::kBool},
       {"pool.reset_on_return", K::kWord, 0, 0, {"rollback", "commit", "none"}},
       {"pool.compat", K::kWord, 0, 0, {"1.4", "2.0"}},
+      {"hikari.maximum_pool_size", K::kInteger, 1, 20},
+      {"hikari.minimum_idle", K::kInteger, 0, 20},
+      {"hikari.connection_timeout", K::kTimeout},
+      {"hikari.idle_timeout", K::kDuration},
+      {"hikari.max_lifetime", K::kDuration},
+      {"hikari.keepalive_time", K::kDuration},
       {"workload.arrival",
        K::kWord,
        0,
@@ -561,9 +567,21 @@ class ScenarioGenerator {
     wild_ = r_.one_of({0.0, 0.0, 0.0, 0.02, 0.05, 0.1, 0.3, 0.7});
     std::vector<std::pair<std::string, std::string>> entries;
     const double include = 0.05 + 0.45 * r_.unit();
+    // The pool design first: the keys of the others are refused with it, so they come only
+    // as often as other wild input does.
+    const auto policy = r_.one_of({Policy::kQueuePool, Policy::kQueuePool, Policy::kNull,
+                                   Policy::kHikari});
+    if (policy != Policy::kQueuePool || r_.chance(include)) {
+      entries.emplace_back("pool.policy", policy == Policy::kNull     ? "null"
+                                          : policy == Policy::kHikari ? "hikari"
+                                                                      : "queuepool");
+    }
     for (const OptionKind& o : option_kinds()) {
+      const std::string_view key = o.key;
+      if (key == "pool.policy") continue;
+      if (!sim::option_applies(policy, key) && !r_.chance(wild_)) continue;
       // Every arrival kind often, not only the default.
-      const bool arrival = std::string_view(o.key) == "workload.arrival" && r_.chance(0.6);
+      const bool arrival = key == "workload.arrival" && r_.chance(0.6);
       if (arrival || r_.chance(include)) entries.emplace_back(o.key, value(o));
     }
     // The companions an arrival kind requires, most of the time.
@@ -944,8 +962,23 @@ std::string check_replication(const sim::Scenario& s, const sim::ReplicationStat
   }
   if (st.sim_time_s != to_seconds(s.duration)) problems << "sim_time_s is not the duration; ";
   // Generous: a request takes a handful of events; outages, drops and idle closes add some.
-  const double events_bound =
+  double events_bound =
       100 * (4 * request_budget + 1000) + 4 * static_cast<double>(s.outages.size());
+  if (s.pool.policy == Policy::kHikari) {
+    // HikariCP also works on its own, as long as the run lasts: housekeeping every 30 s, a
+    // connect retried at least every 5 s while it fails, each connection replaced every
+    // max_lifetime and checked every keepalive_time (minus its jitter); and after the end
+    // for as long as a waiter may still wait (connection_timeout; 0 is 24.8 days).
+    const Duration patience = s.hikari.connection_timeout.count() == 0
+                                  ? std::chrono::milliseconds(2147483647)
+                                  : s.hikari.connection_timeout;
+    const double seconds = to_seconds(s.duration + s.warmup + patience);
+    double turns = seconds / 30 + seconds / 5;
+    const double size = s.hikari.maximum_pool_size;
+    if (s.hikari.max_lifetime.count() > 0) turns += size * seconds / to_seconds(s.hikari.max_lifetime) * 1.1;
+    if (s.hikari.keepalive_time.count() > 0) turns += size * seconds / to_seconds(s.hikari.keepalive_time) * 1.2;
+    events_bound += 20 * s.processes * turns;
+  }
   if (static_cast<double>(st.events) > events_bound) {
     problems << st.events << " events for a run bounded to ~" << request_budget << " requests; ";
   }
@@ -1249,8 +1282,15 @@ class ValidScript : public Script {
            "the core's waiters and the requests unanswered with nothing in flight differ");
   }
 
+  // QueuePool connects and pings only for a request: one with none is counted as in flight
+  // for request 2^64-1, which no fuzz script names.
+  static std::uint64_t for_request(const std::optional<RequestId>& id) {
+    return static_cast<std::uint64_t>(id.value_or(RequestId{~0ULL}));
+  }
+
   void carry_out(const OpenConnection& a) {
-    expect(in_flight_.insert(static_cast<std::uint64_t>(a.request)).second,
+    expect(a.request.has_value(), "a connect for no request");
+    expect(in_flight_.insert(for_request(a.request)).second,
            "two things in flight for one request");
     connects_.push_back(a);
   }
@@ -1260,7 +1300,8 @@ class ValidScript : public Script {
   }
   void carry_out(const Ping& a) {
     expect(open_.count(static_cast<std::uint64_t>(a.conn)) == 1, "pinging a closed connection");
-    expect(in_flight_.insert(static_cast<std::uint64_t>(a.request)).second,
+    expect(a.request.has_value(), "a ping for no request");
+    expect(in_flight_.insert(for_request(a.request)).second,
            "two things in flight for one request");
     pings_.push_back(a);
   }
@@ -1305,7 +1346,7 @@ class ValidScript : public Script {
 
   void finish_connect(bool ok) {
     const OpenConnection c = take(connects_);
-    in_flight_.erase(static_cast<std::uint64_t>(c.request));
+    in_flight_.erase(for_request(c.request));
     if (ok) {
       const std::uint64_t conn = next_conn_++;
       open_.insert(conn);
@@ -1317,7 +1358,7 @@ class ValidScript : public Script {
 
   void finish_ping(PingOutcome outcome) {
     const Ping p = take(pings_);
-    in_flight_.erase(static_cast<std::uint64_t>(p.request));
+    in_flight_.erase(for_request(p.request));
     feed(PingResult{p.slot, outcome, 2});
   }
 

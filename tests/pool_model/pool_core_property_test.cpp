@@ -89,7 +89,8 @@ class RandomDriver {
   }
 
   void carry_out(const OpenConnection& a) {
-    ASSERT_TRUE(in_flight_.insert(static_cast<std::uint64_t>(a.request)).second)
+    ASSERT_TRUE(a.request) << "QueuePool opens a connection only for a request";
+    ASSERT_TRUE(in_flight_.insert(static_cast<std::uint64_t>(*a.request)).second)
         << "two things in flight for one request";
     connects_.push_back(a);
   }
@@ -99,7 +100,8 @@ class RandomDriver {
   }
   void carry_out(const Ping& a) {
     ASSERT_TRUE(open_.count(static_cast<std::uint64_t>(a.conn))) << "pinging a closed connection";
-    ASSERT_TRUE(in_flight_.insert(static_cast<std::uint64_t>(a.request)).second);
+    ASSERT_TRUE(a.request) << "QueuePool pings only for a checkout";
+    ASSERT_TRUE(in_flight_.insert(static_cast<std::uint64_t>(*a.request)).second);
     pings_.push_back(a);
   }
   void carry_out(const Reset& a) {
@@ -142,7 +144,7 @@ class RandomDriver {
 
   void finish_connect(bool ok) {
     const OpenConnection c = take(connects_);
-    in_flight_.erase(static_cast<std::uint64_t>(c.request));
+    in_flight_.erase(static_cast<std::uint64_t>(*c.request));
     if (ok) {
       const std::uint64_t conn = next_conn_++;
       open_.insert(conn);
@@ -154,7 +156,7 @@ class RandomDriver {
 
   void finish_ping(PingOutcome outcome) {
     const Ping p = take(pings_);
-    in_flight_.erase(static_cast<std::uint64_t>(p.request));
+    in_flight_.erase(static_cast<std::uint64_t>(*p.request));
     feed(PingResult{p.slot, outcome, 2});
   }
 

@@ -322,10 +322,10 @@ class Replay {
               if (hold_next_ > 0) {
                 --hold_next_;
                 record(actor, "db.connect_pending");
-                pending_.push_back(PendingConnect{pool, a.slot, a.request});
-                request(a.request).connect_pending = true;
+                pending_.push_back(PendingConnect{pool, a.slot, a.request.value()});
+                request(a.request.value()).connect_pending = true;
               } else {
-                connect(pool, a.slot, a.request, fail_next_ > 0);
+                connect(pool, a.slot, a.request.value(), fail_next_ > 0);
               }
             },
             [&](const CloseConnection& a) {

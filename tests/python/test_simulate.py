@@ -373,14 +373,51 @@ def test_options_frame_matches_the_command_line_help(binary):
 
 
 def test_every_option_keyword_is_accepted_with_its_default():
-    """Each keyword spelling from options() runs, and its default changes nothing."""
+    """Each keyword spelling from options() runs, and its default changes nothing.
+
+    hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool."""
     frame = poolsim.options()
-    reference = without(poolsim.simulate(duration="1s").to_dict(), "wall_s")
+    reference = {policy: without(poolsim.simulate(duration="1s", pool_policy=policy).to_dict(),
+                                 "wall_s")
+                 for policy in ("queuepool", "hikari")}
     for keyword, key, default in zip(frame["keyword"], frame["key"], frame["default"]):
-        if key == "duration":
+        if key in ("duration", "pool.policy"):
             continue
-        r = poolsim.simulate(duration="1s", **{keyword: default})
-        assert without(r.to_dict(), "wall_s") == reference, keyword
+        policy = "hikari" if key.startswith("hikari.") else "queuepool"
+        r = poolsim.simulate(duration="1s", pool_policy=policy, **{keyword: default})
+        assert without(r.to_dict(), "wall_s") == reference[policy], keyword
+    assert reference["hikari"] != reference["queuepool"]
+
+
+def test_hikari_policy_reproduces_hikaricps_spike(tmp_path):
+    """HikariCP's published case through the Python API: 5 idle connections, 50 threads at
+    once holding 2 ms, 150 ms connects. HikariCP serves them all with the 5 (and at most one
+    more); SQLAlchemy's QueuePool(5, 45) opens an overflow connection for 45 of them."""
+    trace = tmp_path / "spike.csv"
+    trace.write_text("0.0,0.2\n" * 5 + "1.0,0.002\n" * 50)
+    common = dict(duration="1.5s", warmup="0.9s", workload_arrival="trace",
+                  workload_trace=str(trace), database_connect="const:150ms",
+                  database_reset="const:0s")
+    hikari = poolsim.simulate(pool_policy="hikari", hikari_maximum_pool_size=50,
+                              hikari_minimum_idle=5, **common)
+    queuepool = poolsim.simulate(pool_size=5, max_overflow=45, **common)
+    assert hikari.config["pool.policy"] == "hikari"
+    assert hikari.config["hikari.maximum_pool_size"] == 50
+    assert hikari.completed == queuepool.completed == 50
+    assert hikari.connections.opened <= 1 and hikari.connections.peak <= 6
+    assert hikari.wait_ms.max < 30
+    assert queuepool.connections.opened == 45
+    assert queuepool.wait_ms.max >= 150
+    assert "HikariCP maximumPoolSize 50, minimumIdle 5" in hikari.table()
+
+
+def test_hikari_refuses_sqlalchemys_pool_options():
+    with pytest.raises(ValueError, match=r"pool\.size = 5: does not apply to pool\.policy = hikari"):
+        poolsim.simulate(pool_policy="hikari", pool_size=5)
+    with pytest.raises(ValueError, match=r"hikari\.minimum_idle = 20"):
+        poolsim.simulate(pool_policy="hikari", hikari_minimum_idle=20)
+    with pytest.raises(ValueError, match=r"hikari\.idle_timeout = 60s: applies to pool\.policy"):
+        poolsim.simulate(hikari_idle_timeout=60)
 
 
 def test_public_names():
