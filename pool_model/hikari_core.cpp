@@ -546,13 +546,16 @@ void HikariCore::housekeep() {  // H10
 }
 
 // A run changes nothing when no idle connection can be retired (at most minimum_idle are
-// idle) and fillPool would add nothing; then only an input can give it something to do.
+// idle) and fillPool would add nothing: the pool is full enough, or the adder's queue is full
+// already (it holds maximumPoolSize tasks; DiscardOldestPolicy swaps a task for an identical
+// one). Then only an input can give it something to do.
 bool HikariCore::housekeeping_has_nothing_to_do() const {
   const auto idle = static_cast<int>(idle_.size());
   const bool retires = config_.idle_timeout.count() > 0 &&
                        config_.minimum_idle < config_.maximum_pool_size &&
                        idle > config_.minimum_idle;
-  const bool fills = total_ < config_.maximum_pool_size && idle < config_.minimum_idle;
+  const bool fills = total_ < config_.maximum_pool_size && idle < config_.minimum_idle &&
+                     queued_tasks_ < config_.maximum_pool_size;
   return !retires && !fills;
 }
 

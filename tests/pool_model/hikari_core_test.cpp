@@ -387,6 +387,31 @@ TEST(HikariCore, KeepaliveAndHousekeepingKeepTheirTurnsThroughLongUse) {  // H9,
   EXPECT_EQ(pool.pings_pending(), 1u) << "the keepalive at its turn " << format_duration(keepalive);
 }
 
+TEST(HikariCore, TheHousekeeperSleepsWhileAConnectHangsAndItsQueueIsFull) {  // H3, H7, H10
+  // The first connect never finishes (a server that accepts and never answers). Each turn's
+  // fillPool queues minimum_idle tasks until the adder's queue holds maximum_pool_size; after
+  // that a turn changes nothing, so no more turns are scheduled while a request waits out a
+  // day-long connection_timeout (it was 2,880 turns a day, for nothing).
+  HikariConfig c = config(4, 4);
+  c.connection_timeout = std::chrono::hours(24);
+  Hikari pool(c);
+  ASSERT_EQ(pool.opens_pending(), 1u);
+  pool.checkout(seconds(1), 1);
+  int turns = 0;
+  while (auto next = pool.core().poll_timeout()) {
+    if (*next >= at(std::chrono::hours(24) + seconds(1))) break;
+    pool.tick(next->time_since_epoch());
+    ++turns;
+  }
+  // Turns at 100 ms and 30.1 s fill the queue (4, then capped at 4); the one after finds it
+  // full and sleeps. Then only the waiter's deadline is left.
+  EXPECT_LE(turns, 3);
+  EXPECT_EQ(pool.core().poll_timeout(), at(std::chrono::hours(24) + seconds(1)));
+  pool.run_until(std::chrono::hours(24) + seconds(1));
+  EXPECT_EQ(pool.failed, std::vector<std::uint64_t>{1});
+  EXPECT_EQ(pool.opens_pending(), 1u) << "still the one hanging connect";
+}
+
 TEST(HikariCore, AFailedConnectBacksOffAndRetries) {  // H3
   HikariConfig c = config(1, 1);
   c.connection_timeout = seconds(30);
