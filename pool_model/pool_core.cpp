@@ -101,6 +101,11 @@ PoolCore::PoolCore(const PoolConfig& config)
       // Widened before the minus: a pool_size of INT_MIN is refused just below, not negated.
       overflow_(-static_cast<std::int64_t>(config_.pool_size)) {
   if (auto problem = validate(config)) throw std::invalid_argument(*problem);
+  if (config.policy == Policy::kStatic) {
+    throw std::invalid_argument(
+        "pool.policy = static: SQLAlchemy's StaticPool is StaticCore (static_core.hpp), not "
+        "PoolCore");
+  }
 }
 
 // ---- the driver's interface ------------------------------------------------------------------

@@ -124,10 +124,11 @@ class LiveRun {
     }
     if (s.connect_fail > 0)
       refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
-    if (s.pool.policy == Policy::kHikari) {
+    if (s.pool.policy == Policy::kHikari || s.pool.policy == Policy::kStatic) {
       refuse(s, "pool.policy",
-             "HikariCP's pool runs in the simulator only so far (the real pool runs queuepool "
-             "and null)");
+             std::string(s.pool.policy == Policy::kHikari ? "HikariCP's pool" : "StaticPool") +
+                 " runs in the simulator only so far (the real pool runs queuepool and null; "
+                 "sqlalchemy_live runs static on the real SQLAlchemy)");
     }
     const bool own = o.dsn == "auto";
     if (!own && !s.outages.empty()) {

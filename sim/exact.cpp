@@ -35,6 +35,11 @@ void require_markovian(const Scenario& s) {
               no + "NullPool opens a connection per checkout; simulate it (an infinite-server "
                    "queue, every hold plus a connect)");
   }
+  if (s.pool.policy == Policy::kStatic) {
+    not_exact(s, "pool.policy",
+              no + "StaticPool shares one connection: simulate it (with exponential holds and "
+                   "no costs it is an M/M/1 queue)");
+  }
   if (s.pool.policy == Policy::kHikari) {
     not_exact(s, "pool.policy",
               no + "HikariCP grows its pool one background connect at a time; simulate it");

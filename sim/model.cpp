@@ -18,6 +18,11 @@
 //    error, which invalidates the pool as SQLAlchemy's Engine does.
 //  - The server counts a backend from the start of its set-up until the client closes it, the
 //    server closes it (idle_session_timeout) or an outage kills it.
+//  - With pool.policy = static every checkout gets the process's one connection at once, as
+//    StaticPool gives it, but a PostgreSQL connection runs one statement at a time (libpq has
+//    one query in flight; psycopg2 locks the connection for each execute), so requests take
+//    turns on it, oldest first, from checkout to the end of their reset. The wait for a turn
+//    is reported as the request's wait.
 //  - Requests still in flight at the end run on to their outcome, which is counted. A pool
 //    that works in the background (pool.policy = hikari) stops its own timers then, once no
 //    request waits for a connection.
@@ -35,6 +40,7 @@
 #include "pool_model/overloaded.hpp"
 #include "pool_model/pool_core.hpp"
 #include "pool_model/ring_queue.hpp"
+#include "pool_model/static_core.hpp"
 #include "sim/engine.hpp"
 #include "sim/random.hpp"
 #include "sim/workload.hpp"
@@ -46,6 +52,7 @@ enum class Kind : std::uint8_t {
   kArrival,          // the next open-loop arrival
   kThinkDone,        // a closed-loop client sends its next request (a = client)
   kStartCheckout,    // a request got a thread (a = request)
+  kTurn,             // static: the shared connection is this request's now (a = request)
   kSetupDone,        // a connection set-up finished (a = slot, b = SetupKind)
   kSharedSetupDone,  // the shared set-up with the least work left finished (a = generation)
   kPingDone,         // a pre-ping round trip finished (a = slot, b = 1 if the connection was dead)
@@ -112,13 +119,16 @@ struct SharedSetup {
   double finish;                 // ns of work
 };
 
-// One worker process's pool: PoolCore (queuepool, null) or HikariCore (hikari).
+// One worker process's pool: PoolCore (queuepool, null), StaticCore (static) or HikariCore
+// (hikari).
 template <typename Core>
 struct Process {
   explicit Process(Core pool) : core(std::move(pool)) {}
   Core core;
   int busy = 0;
   RingQueue<std::uint32_t> thread_queue;
+  bool turn_taken = false;               // static: a request is using the shared connection
+  RingQueue<std::uint32_t> turn_queue;   // static: requests waiting for their turn on it
   std::optional<Instant> timer_at;
   std::uint64_t timer_gen = 0;
 };
@@ -152,6 +162,10 @@ PoolCore make_core<PoolCore>(const Scenario& s, int, std::uint32_t) {
   return PoolCore(s.pool);
 }
 template <>
+StaticCore make_core<StaticCore>(const Scenario& s, int, std::uint32_t) {
+  return StaticCore(s.pool);
+}
+template <>
 HikariCore make_core<HikariCore>(const Scenario& s, int replication, std::uint32_t process) {
   HikariConfig config = s.hikari;
   config.seed = stream_rng(s.seed, Stream::kPoolJitter,
@@ -164,6 +178,7 @@ template <typename Core>
 class Simulation {
   // HikariCP's connections are opened by the pool itself and wait idle in it until used.
   static constexpr bool kBackgroundConnects = std::is_same_v<Core, HikariCore>;
+  static constexpr bool kOneConnection = std::is_same_v<Core, StaticCore>;
 
  public:
   Simulation(const Scenario& s, int replication, const Progress& progress, Samples* samples)
@@ -240,6 +255,7 @@ class Simulation {
         if (!stopped_) arrive(std::nullopt, static_cast<std::uint32_t>(e.a));
         return;
       case Kind::kStartCheckout: start_checkout(static_cast<std::uint32_t>(e.a)); return;
+      case Kind::kTurn: feed(e.process, CheckoutRequested{RequestId{e.a}}); return;
       case Kind::kSetupDone:
         setup_done(e.process, SlotId{static_cast<std::uint32_t>(e.a)}, e.b & 0xFF, e.b >> 8);
         return;
@@ -359,8 +375,16 @@ class Simulation {
 
   void start_checkout(std::uint32_t id) {
     Request& r = requests_[id];
-    ++processes_[r.process].busy;
+    Process<Core>& proc = processes_[r.process];
+    ++proc.busy;
     r.checkout_start = now_;
+    if constexpr (kOneConnection) {
+      if (proc.turn_taken) {
+        proc.turn_queue.push_back(id);
+        return;
+      }
+      proc.turn_taken = true;
+    }
     feed(r.process, CheckoutRequested{RequestId{id}});
   }
 
@@ -528,6 +552,14 @@ class Simulation {
     Request& r = requests_[id];
     Process<Core>& proc = processes_[r.process];
     --proc.busy;
+    if constexpr (kOneConnection) {  // the next in line takes the turn at once: no barging
+      if (proc.turn_queue.empty()) {
+        proc.turn_taken = false;
+      } else {
+        queue_.schedule(now_, Kind::kTurn, r.process, proc.turn_queue.front());
+        proc.turn_queue.pop_front();
+      }
+    }
     if (!proc.thread_queue.empty()) {
       queue_.schedule(now_, Kind::kStartCheckout, r.process, proc.thread_queue.front());
       proc.thread_queue.pop_front();
@@ -745,6 +777,9 @@ ReplicationStats run_replication(const Scenario& scenario, int replication,
                                  const Progress& progress, Samples* samples) {
   if (scenario.pool.policy == Policy::kHikari) {
     return Simulation<HikariCore>(scenario, replication, progress, samples).run();
+  }
+  if (scenario.pool.policy == Policy::kStatic) {
+    return Simulation<StaticCore>(scenario, replication, progress, samples).run();
   }
   return Simulation<PoolCore>(scenario, replication, progress, samples).run();
 }

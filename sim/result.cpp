@@ -231,6 +231,8 @@ std::string render_table(const Json& r) {
   } else {
     if (policy == "null") {
       out << "NullPool (a new connection for every checkout)";
+    } else if (policy == "static") {
+      out << "StaticPool (one connection shared by every checkout)";
     } else {
       out << "pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow")
           << " overflow, timeout " << cfg("pool.timeout");

@@ -17,8 +17,10 @@ const std::vector<OptionInfo> kOptions = {
     {"replications", "1", "independent runs; more than 1 gives 95% confidence intervals"},
     {"pool.policy", "queuepool",
      "pool design: queuepool (SQLAlchemy QueuePool), null (NullPool: a new connection for "
-     "every checkout, closed on return; pool.size, max_overflow, timeout, use_lifo do not "
-     "apply) or hikari (HikariCP: set with hikari.*; only pool.reset_on_return applies)"},
+     "every checkout, closed on return), static (StaticPool: one connection shared by every "
+     "checkout; requests take turns on it) - for null and static pool.size, max_overflow, "
+     "timeout, use_lifo do not apply - or hikari (HikariCP: set with hikari.*; only "
+     "pool.reset_on_return applies)"},
     {"pool.size", "5", "SQLAlchemy pool_size: idle connections kept per process; 0 = no limit"},
     {"pool.max_overflow", "10", "max_overflow: connections beyond pool.size; -1 = unlimited"},
     {"pool.timeout", "30s",
@@ -243,6 +245,7 @@ bool option_applies(Policy policy, std::string_view key) {
     case Policy::kQueuePool:
       return true;
     case Policy::kNull:
+    case Policy::kStatic:
       return key != "pool.size" && key != "pool.max_overflow" && key != "pool.timeout" &&
              key != "pool.use_lifo";
     case Policy::kHikari:
@@ -292,12 +295,14 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
   const std::string policy = in.text("pool.policy");
   if (policy == "null") {
     pool.policy = Policy::kNull;
+  } else if (policy == "static") {
+    pool.policy = Policy::kStatic;
   } else if (policy == "hikari") {
     pool.policy = Policy::kHikari;
   } else if (policy != "queuepool") {
     in.refuse("pool.policy",
               "must be queuepool (SQLAlchemy's QueuePool), null (NullPool: a connection per "
-              "checkout) or hikari (HikariCP)");
+              "checkout), static (StaticPool: one shared connection) or hikari (HikariCP)");
   }
   for (const OptionInfo& option : kOptions) {
     if (option_applies(pool.policy, option.key) || !in.given(option.key)) continue;
@@ -306,6 +311,10 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
       in.refuse(option.key, "does not apply to pool.policy = null (NullPool opens a connection "
                             "for every checkout and closes it on return; SQLAlchemy refuses it "
                             "too)");
+    } else if (pool.policy == Policy::kStatic) {
+      in.refuse(option.key, "does not apply to pool.policy = static (StaticPool gives its one "
+                            "connection to every checkout and never waits; SQLAlchemy refuses "
+                            "it too)");
     } else if (pool.policy == Policy::kHikari && std::string_view(option.key).starts_with("pool.")) {
       in.refuse(option.key, "does not apply to pool.policy = hikari (HikariCP is set with "
                             "hikari.maximum_pool_size, minimum_idle, connection_timeout, "

@@ -240,6 +240,10 @@ SizeAnswer size_pool(const Scenario& base, const std::vector<Target>& targets, i
     throw ScenarioError("pool.policy = null: NullPool has no pool.size to size (size a "
                         "queuepool instead)");
   }
+  if (base.pool.policy == Policy::kStatic) {
+    throw ScenarioError("pool.policy = static: StaticPool always has one connection (size a "
+                        "queuepool instead)");
+  }
   if (base.pool.policy == Policy::kHikari) {
     throw ScenarioError("pool.policy = hikari: size searches pool.size of a queuepool; for "
                         "HikariCP sweep hikari.maximum_pool_size");

@@ -49,10 +49,11 @@ def _engine_kwargs(config: Mapping[str, str]) -> dict:
         "pool_reset_on_return": {"rollback": "rollback", "commit": "commit",
                                  "none": None}[config["pool.reset_on_return"]],
     }
-    if config["pool.policy"] == "null":  # create_engine refuses the QueuePool arguments
+    if config["pool.policy"] in ("null", "static"):  # create_engine refuses QueuePool's
         import sqlalchemy.pool
 
-        kwargs["poolclass"] = sqlalchemy.pool.NullPool
+        kwargs["poolclass"] = {"null": sqlalchemy.pool.NullPool,
+                               "static": sqlalchemy.pool.StaticPool}[config["pool.policy"]]
     else:
         kwargs.update(pool_size=int(config["pool.size"]),
                       max_overflow=int(config["pool.max_overflow"]),
@@ -67,8 +68,8 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
                     sql: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
                     calibrate: bool = False, **kwargs: Any) -> Result:
     """Drive the scenario's workload through ``sqlalchemy.create_engine`` (QueuePool, or
-    NullPool for ``pool.policy = null``; psycopg2) on threads, in real time, and report it in
-    poolsim's result schema (``"mode": "live"``).
+    NullPool for ``pool.policy = null``, StaticPool for ``static``; psycopg2) on threads, in
+    real time, and report it in poolsim's result schema (``"mode": "live"``).
 
     ``url`` is a SQLAlchemy URL (``postgresql+psycopg2://user:pw@host/db``); or give ``dsn``, a
     libpq connection string, ``"auto"`` (the default) starting a throw-away PostgreSQL for the

@@ -570,10 +570,11 @@ class ScenarioGenerator {
     // The pool design first: the keys of the others are refused with it, so they come only
     // as often as other wild input does.
     const auto policy = r_.one_of({Policy::kQueuePool, Policy::kQueuePool, Policy::kNull,
-                                   Policy::kHikari});
+                                   Policy::kHikari, Policy::kStatic});
     if (policy != Policy::kQueuePool || r_.chance(include)) {
       entries.emplace_back("pool.policy", policy == Policy::kNull     ? "null"
                                           : policy == Policy::kHikari ? "hikari"
+                                          : policy == Policy::kStatic ? "static"
                                                                       : "queuepool");
     }
     for (const OptionKind& o : option_kinds()) {
@@ -965,19 +966,26 @@ std::string check_replication(const sim::Scenario& s, const sim::ReplicationStat
   double events_bound =
       100 * (4 * request_budget + 1000) + 4 * static_cast<double>(s.outages.size());
   if (s.pool.policy == Policy::kHikari) {
-    // HikariCP also works on its own, as long as the run lasts: housekeeping every 30 s, a
-    // connect retried at least every 5 s while it fails, each connection replaced every
-    // max_lifetime and checked every keepalive_time (minus its jitter); and after the end
-    // for as long as a waiter may still wait (connection_timeout; 0 is 24.8 days).
+    // HikariCP also works on its own, as long as its process's run lasts: housekeeping every
+    // 30 s, a connect retried at least every 5 s while it fails, each connection replaced
+    // every max_lifetime and checked every keepalive_time (minus its jitter). A run lasts past
+    // the end for as long as its waiters may wait (connection_timeout; 0 is 24.8 days), one
+    // after another where app.threads lets only so many requests wait at once.
     const Duration patience = s.hikari.connection_timeout.count() == 0
                                   ? std::chrono::milliseconds(2147483647)
                                   : s.hikari.connection_timeout;
-    const double seconds = to_seconds(s.duration + s.warmup + patience);
-    double turns = seconds / 30 + seconds / 5;
+    const double waits = s.threads > 0 ? std::ceil(request_budget / s.threads) + s.processes
+                                       : s.processes;
+    // While nobody can fail a connect, a waiting pool's housekeeper sleeps (nothing to do).
+    const bool connects_fail = s.connect_fail > 0 || !s.outages.empty() ||
+                               s.max_connections < s.processes * s.hikari.maximum_pool_size;
+    const double run_seconds = s.processes * to_seconds(s.duration + s.warmup);
+    const double seconds = run_seconds + waits * to_seconds(patience);
+    double turns = (connects_fail ? seconds : run_seconds) * (1.0 / 30 + 1.0 / 5);
     const double size = s.hikari.maximum_pool_size;
     if (s.hikari.max_lifetime.count() > 0) turns += size * seconds / to_seconds(s.hikari.max_lifetime) * 1.1;
     if (s.hikari.keepalive_time.count() > 0) turns += size * seconds / to_seconds(s.hikari.keepalive_time) * 1.2;
-    events_bound += 20 * s.processes * turns;
+    events_bound += 20 * turns;
   }
   if (static_cast<double>(st.events) > events_bound) {
     problems << st.events << " events for a run bounded to ~" << request_budget << " requests; ";

@@ -19,13 +19,16 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "pool_model/overloaded.hpp"
 #include "pool_model/pool_core.hpp"
+#include "pool_model/static_core.hpp"
 
 namespace poolsim {
 namespace {
@@ -105,8 +108,11 @@ PoolConfig pool_config(const json& cfg, Compat compat) {
     const json& policy = cfg.at("policy");
     if (policy == "null") {
       config.policy = Policy::kNull;
+    } else if (policy == "static") {
+      config.policy = Policy::kStatic;
     } else if (policy != "queuepool") {
-      throw ScenarioError("field \"policy\" = " + policy.dump() + ": must be \"queuepool\" or \"null\"");
+      throw ScenarioError("field \"policy\" = " + policy.dump() +
+                          ": must be \"queuepool\", \"null\" or \"static\"");
     }
   }
   config.compat = compat;
@@ -154,6 +160,37 @@ PoolConfig pool_config(const json& cfg, Compat compat) {
   return config;
 }
 
+// SQLAlchemy's pool classes on poolsim's cores: QueuePool and NullPool are PoolCore, StaticPool
+// is StaticCore. Both have the same driver interface.
+class ReplayPool {
+ public:
+  explicit ReplayPool(const PoolConfig& config)
+      : core_(config.policy == Policy::kStatic ? Core(std::in_place_type<StaticCore>, config)
+                                               : Core(std::in_place_type<PoolCore>, config)) {}
+  void handle(Instant now, const Event& event) {
+    std::visit([&](auto& core) { core.handle(now, event); }, core_);
+  }
+  void check_invariants() const {
+    std::visit([](const auto& core) { core.check_invariants(); }, core_);
+  }
+  std::optional<Action> poll_action() {
+    return std::visit([](auto& core) { return core.poll_action(); }, core_);
+  }
+  RecordId record_of(SlotId slot) const {
+    return std::visit([&](const auto& core) { return core.record_of(slot); }, core_);
+  }
+  PoolStatus status() const {
+    return std::visit([](const auto& core) { return core.status(); }, core_);
+  }
+  const PoolConfig& config() const {
+    return std::visit([](const auto& core) -> const PoolConfig& { return core.config(); }, core_);
+  }
+
+ private:
+  using Core = std::variant<PoolCore, StaticCore>;
+  Core core_;
+};
+
 // ---- one scenario ----------------------------------------------------------------------------
 
 class Replay {
@@ -166,7 +203,7 @@ class Replay {
       for (const auto& item : scenario.at("pool").items()) cfg_[item.key()] = item.value();
     }
     config_ = pool_config(cfg_, compat);
-    pools_.push_back(std::make_unique<PoolCore>(config_));
+    pools_.push_back(std::make_unique<ReplayPool>(config_));
   }
 
   json run() {
@@ -242,8 +279,9 @@ class Replay {
 
   Instant now() const { return Instant(to_duration(clock_)); }
 
-  json status_json(const PoolCore& pool) const {
+  json status_json(const ReplayPool& pool) const {
     if (pool.config().policy == Policy::kNull) return json{{"status", "NullPool"}};  // N3
+    if (pool.config().policy == Policy::kStatic) return json{{"status", "StaticPool"}};  // S5
     const PoolStatus s = pool.status();
     return json{{"size", s.size},
                 {"checkedin", s.checkedin},
@@ -656,7 +694,7 @@ class Replay {
     if (op == "engine_dispose") {
       require_only(step, {"op"}, "engine_dispose");
       feed(pools_.size() - 1, Disposed{});
-      pools_.push_back(std::make_unique<PoolCore>(config_));
+      pools_.push_back(std::make_unique<ReplayPool>(config_));
       return nullptr;
     }
     if (op == "status") {
@@ -672,7 +710,7 @@ class Replay {
   const json& scenario_;
   json cfg_;
   PoolConfig config_;
-  std::vector<std::unique_ptr<PoolCore>> pools_;  // the last is the engine's current pool
+  std::vector<std::unique_ptr<ReplayPool>> pools_;  // the last is the engine's current pool
   double clock_;
   std::int64_t wait_clock_ = 0;
   std::map<std::uint64_t, Conn> conns_;

@@ -161,6 +161,27 @@ def test_nullpool_opens_a_connection_for_every_request_in_both(server):
     assert _wait_for_no_backends(server) == (0, 0)
 
 
+def test_staticpool_shares_one_connection_in_both(server):
+    """pool.policy = static is SQLAlchemy's StaticPool: one connection for every checkout. The
+    real StaticPool on psycopg2 opens exactly one, as the simulation does, and its requests take
+    turns on it (psycopg2 runs one statement at a time on a connection): the server never sees
+    a second backend from the run."""
+    options = dict(pool_policy="static", duration="2s", workload_rate=20,
+                   workload_service="const:5ms", seed=4)
+    sim = poolsim.simulate(**options)
+    theirs = poolsim.sqlalchemy_live(dsn=server.dsn, **options)
+    for r in (sim, theirs):
+        assert r.requests == sim.requests > 0
+        assert r.completed == r.requests and r.timeouts == 0
+        assert r.connections.opened == 1
+        assert r.connections.peak_server <= 1
+        assert r.config["pool.policy"] == "static"
+    assert "StaticPool" in theirs.driver and "StaticPool" in sim.table()
+    with pytest.raises(ValueError, match="pool.policy"):
+        poolsim.live(dsn=server.dsn, **options)  # poolsim's real pool runs queuepool and null
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,key", [

@@ -197,9 +197,10 @@ TEST_F(ModelFeatures, ReplicationsGiveConfidenceIntervalsThatShrink) {
 
 // ---- pool.* ---------------------------------------------------------------------------------
 
-TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullOrHikari) {
+TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullStaticOrHikari) {
   EXPECT_EQ(refusal({{"pool.policy", "queuepool"}}), "(no error)");
   EXPECT_EQ(refusal({{"pool.policy", "null"}}), "(no error)");
+  EXPECT_EQ(refusal({{"pool.policy", "static"}}), "(no error)");
   EXPECT_EQ(refusal({{"pool.policy", "hikari"}}), "(no error)");
   const std::string why = refusal({{"pool.policy", "c3p0"}});
   EXPECT_NE(why.find("pool.policy"), std::string::npos) << why;
@@ -212,6 +213,10 @@ TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullOrHikari) {
     const std::string null_why = refusal({{"pool.policy", "null"}, {key, value}});
     EXPECT_NE(null_why.find(key), std::string::npos) << null_why;
     EXPECT_NE(null_why.find("pool.policy = null"), std::string::npos) << null_why;
+    // StaticPool takes the same Pool arguments as NullPool.
+    const std::string static_why = refusal({{"pool.policy", "static"}, {key, value}});
+    EXPECT_NE(static_why.find(key), std::string::npos) << static_why;
+    EXPECT_NE(static_why.find("pool.policy = static"), std::string::npos) << static_why;
   }
   // HikariCP is set with hikari.*: SQLAlchemy's knobs are refused with it, and hikari.* with
   // the other policies, rather than silently ignored.
@@ -224,7 +229,7 @@ TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullOrHikari) {
     EXPECT_NE(hikari_why.find(key), std::string::npos) << hikari_why;
     EXPECT_NE(hikari_why.find("pool.policy = hikari"), std::string::npos) << hikari_why;
   }
-  for (const char* policy : {"queuepool", "null"}) {
+  for (const char* policy : {"queuepool", "null", "static"}) {
     const std::string other_why =
         refusal({{"pool.policy", policy}, {"hikari.maximum_pool_size", "4"}});
     EXPECT_NE(other_why.find("hikari.maximum_pool_size"), std::string::npos) << other_why;
@@ -356,6 +361,35 @@ TEST_F(ModelFeatures, NullPoolConnectsForEveryRequestAndClosesOnReturn) {
   // The same load through a QueuePool of 10 keeps its connections: it opens at most 10.
   EXPECT_LE(conn(queue, "opened"), 10);
   EXPECT_LT(wait(queue, "mean"), 1.0);
+}
+
+TEST_F(ModelFeatures, StaticPoolIsOneSharedConnectionWhereRequestsTakeTurns) {
+  // Poisson 50/s, exponential 10 ms holds, free connects and resets. A StaticPool opens one
+  // connection and every request runs on it in turn: an M/M/1 queue with rho = 0.5. Exact:
+  // P(wait > 0) = rho, mean wait = rho / (mu - lambda) = 10 ms, P(wait > t) = rho e^-(mu-lambda)t
+  // so p95 = ln(10) / 50 s = 46.05 ms. The mean of 360,000 correlated M/M/1 waits has a
+  // standard error of about 0.09 ms (asymptotic variance rho(2+5rho-4rho^2+rho^3) /
+  // (mu^2 (1-rho)^4) per request), so the bands are about 4 standard errors wide.
+  const Options base = {{"duration", "2h"},
+                        {"workload.rate", "50"},
+                        {"workload.service", "exp:10ms"},
+                        {"database.connect", "const:0s"},
+                        {"database.reset", "const:0s"}};
+  Options statics = base;
+  statics["pool.policy"] = "static";
+  const Json r = run(statics);
+  EXPECT_EQ(count(r, "completed"), count(r, "requests"));
+  EXPECT_EQ(conn(r, "opened"), 1);
+  EXPECT_EQ(conn(r, "closed"), 0);
+  EXPECT_EQ(conn(r, "peak_server"), 1);
+  expect_within_band(r["p_wait"].get<double>(), 0.5, 0.01, "P(wait > 0) of M/M/1");
+  expect_within_band(wait(r, "mean"), 10.0, 0.4, "mean wait of M/M/1, ms");
+  expect_within_band(wait(r, "p95"), 1000.0 * std::log(10.0) / 50.0, 2.0, "p95 wait, ms");
+  // With a 5 ms connect only the first request pays it; the rest share the one connection.
+  Options slow = statics;
+  slow["database.connect"] = "const:5ms";
+  slow["duration"] = "10min";
+  EXPECT_EQ(conn(run(slow), "opened"), 1);
 }
 
 TEST_F(ModelFeatures, PoolSizeCapsConnectionsWithoutOverflow) {

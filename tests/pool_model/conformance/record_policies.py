@@ -6,16 +6,20 @@
 ../shared/conformance/run_conformance.py drives QueuePool only. This wrapper imports it and
 changes two things, so the same scenarios, fake DBAPI, scripted clock and trace format record
 the real library's other pools: a scenario whose "pool" has "policy": "null" runs on
-sqlalchemy.pool.NullPool (built with the Pool arguments NullPool takes: recycle, pre_ping,
-reset_on_return, dialect; pool_size, max_overflow, timeout and use_lifo do not apply to it),
-and such a pool's status is what NullPool has instead of size()/checkedin()/...: its status()
-text, {"status": "NullPool"}. Without "policy" (or with "queuepool") nothing changes.
+sqlalchemy.pool.NullPool, one with "policy": "static" on sqlalchemy.pool.StaticPool (both
+built with the Pool arguments they take: recycle, pre_ping, reset_on_return, dialect;
+pool_size, max_overflow, timeout and use_lifo do not apply to them), and such a pool's status
+is what it has instead of size()/checkedin()/...: its status() text, {"status": "NullPool"}
+or {"status": "StaticPool"}. Without "policy" (or with "queuepool") nothing changes.
 
 Record the NullPool reference (from the project root):
 
   /usr/bin/python3 tests/pool_model/conformance/record_policies.py --quiet --write \\
       --scenarios tests/pool_model/conformance/nullpool_scenarios.json \\
       --expected tests/pool_model/conformance/expected-nullpool-sqlalchemy-1.4.46.json
+
+and the StaticPool one the same way, with staticpool_scenarios.json and
+expected-staticpool-sqlalchemy-1.4.46.json.
 """
 
 import os
@@ -35,27 +39,33 @@ def _make_pool(self):
     policy = self.cfg.get("policy", "queuepool")
     if policy == "queuepool":
         return _queuepool_make_pool(self)
-    if policy != "null":
-        raise run_conformance.ScenarioError("policy %r: must be queuepool or null" % policy)
-    from sqlalchemy.pool import NullPool
+    if policy not in _POOL_CLASSES:
+        raise run_conformance.ScenarioError(
+            "policy %r: must be queuepool, null or static" % policy)
+    import sqlalchemy.pool
 
     c = self.cfg
     ror = {"rollback": "rollback", "commit": "commit", "none": None}[c["reset_on_return"]]
     dialect_cls = run_conformance._make_dialect_class(self.sa["pool_base"]._ConnDialect)
-    return NullPool(self.db.creator, recycle=c["recycle"], pre_ping=c["pre_ping"],
-                    reset_on_return=ror, dialect=dialect_cls(self.db))
+    pool_class = getattr(sqlalchemy.pool, _POOL_CLASSES[policy])
+    return pool_class(self.db.creator, recycle=c["recycle"], pre_ping=c["pre_ping"],
+                      reset_on_return=ror, dialect=dialect_cls(self.db))
+
+
+_POOL_CLASSES = {"null": "NullPool", "static": "StaticPool"}
 
 
 def _status(self, pool=None):
     p = pool or self.pool
-    if type(p).__name__ == "NullPool":
+    if type(p).__name__ in _POOL_CLASSES.values():
         return {"status": p.status()}
     return _queuepool_status(self, pool)
 
 
 def _settle(self, limit=20.0):
-    """run_conformance's settle(); a NullPool has no queue to wait on, only connects."""
-    if type(self.pool).__name__ != "NullPool":
+    """run_conformance's settle(); a NullPool or StaticPool has no queue to wait on, only
+    connects."""
+    if type(self.pool).__name__ not in _POOL_CLASSES.values():
         return _queuepool_settle(self, limit)
     deadline = run_conformance._real_time.monotonic() + limit
     while True:
