@@ -49,6 +49,7 @@ const char* to_string(Failure failure) {
     case Failure::kConnectFailed: return "connect_failed";
     case Failure::kPingError: return "ping_error";
     case Failure::kNegativeTimeout: return "negative_timeout";
+    case Failure::kTooManyRequests: return "too_many_requests";
   }
   return "?";
 }

@@ -43,6 +43,7 @@ enum class Failure {
   kConnectFailed,    // the connect attempt failed; its cause is the driver's
   kPingError,        // pre-ping raised an error that is not a disconnect
   kNegativeTimeout,  // ValueError: a checkout at the limit with a negative pool.timeout
+  kTooManyRequests,  // psycopg_pool's TooManyRequests: max_waiting clients already wait
 };
 
 // SQLAlchemy's PoolEvents, reported as Notify actions when PoolConfig::events is on.

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <unordered_map>
 #include <utility>
 #include <variant>
@@ -391,6 +392,8 @@ PgPool::Handle PgPool::checkout() {
                 case Failure::kNegativeTimeout:
                   message = "pool.timeout is negative: every checkout at the limit fails";
                   break;
+                case Failure::kTooManyRequests:  // psycopg_pool's; the real pool runs SQLAlchemy's
+                  throw std::logic_error("PgPool: a SQLAlchemy pool failed with TooManyRequests");
                 case Failure::kConnectFailed:
                   kind = error_kind;
                   message = error;

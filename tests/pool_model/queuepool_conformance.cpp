@@ -429,6 +429,8 @@ class Replay {
                 case Failure::kNegativeTimeout:
                   r.result = error("ValueError", "'timeout' must be a positive number");
                   break;
+                case Failure::kTooManyRequests:  // psycopg_pool's; no SQLAlchemy pool raises it
+                  throw ScenarioError("the core failed a checkout with TooManyRequests");
               }
             },
             [&](const Notify& a) {
