@@ -158,10 +158,41 @@ int spawn_tool(const std::vector<std::string>& argv, const fs::path& dir,
 
 // The signal cleanup's first step: no tool starts from now on, and those running are killed
 // (runuser and the tool under it: their whole process group).
+// SIGKILL takes effect a moment after kill() returns, so it then waits (up to 5 s) until the
+// threads that started them have reaped them: a dying initdb must not write into a directory
+// the cleanup is deleting.
 void kill_running_tools() {
-  std::lock_guard<std::mutex> tools(tools_mutex);
-  cleaning_up = true;
-  for (const pid_t pid : running_tools) ::kill(-pid, SIGKILL);
+  {
+    std::lock_guard<std::mutex> tools(tools_mutex);
+    cleaning_up = true;
+    for (const pid_t pid : running_tools) ::kill(-pid, SIGKILL);
+  }
+  for (int tries = 0; tries < 500; ++tries) {
+    {
+      std::lock_guard<std::mutex> tools(tools_mutex);
+      if (running_tools.empty()) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+// Stops the server in `dir` (if one runs) and deletes the directory. A postmaster that a
+// killed `pg_ctl start` had already forked lives in its own session and may write its pid file
+// only after the first stop found none, so both steps repeat until the directory is gone.
+void stop_and_remove(const fs::path& dir) {
+  std::error_code error;
+  for (int tries = 0; tries < 50 && fs::exists(dir, error); ++tries) {
+    if (tries > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (fs::exists(dir / "data" / "postmaster.pid", error)) {
+      try {
+        spawn_tool({std::string(kBinDir) + "/pg_ctl", "-D", (dir / "data").string(), "-m",
+                    "immediate", "-w", "stop"},
+                   dir, true);
+      } catch (...) {  // the directory goes anyway
+      }
+    }
+    fs::remove_all(dir, error);
+  }
 }
 
 // The directory of every TestServer of the process, for the signal cleanup: a copy, so the
@@ -195,16 +226,7 @@ void TestServer::clean_up_on_signals() {
       }
       std::lock_guard<std::mutex> lock(registry_mutex);
       kill_running_tools();
-      for (const auto& [server, dir] : registry) {
-        try {
-          spawn_tool({std::string(kBinDir) + "/pg_ctl", "-D", (dir / "data").string(), "-m",
-                      "immediate", "-w", "stop"},
-                     dir, true);
-        } catch (...) {  // the directory goes anyway
-        }
-        std::error_code ignored;
-        fs::remove_all(dir, ignored);
-      }
+      for (const auto& [server, dir] : registry) stop_and_remove(dir);
       const std::string message = std::string("\npoolsim: ") + ::strsignal(signal) +
                                   (registry.empty() ? "\n"
                                                     : ": stopped and deleted the throw-away "
