@@ -2,16 +2,15 @@
 //
 // RULES, from psycopg_pool 3.1.5's source (what Debian 12's python3-psycopg-pool 3.1.7
 // contains: its version.py says 3.1.5; pool.py "P", base.py "B", sched.py "S") and its
-// documentation; /work/notes/psycopg_rules.md has them in more detail (P1-P40, quoted in
-// brackets). Where 3.2 or later (the upstream pool_async.py, from which pool.py is generated)
+// documentation. Where 3.2 or later (the upstream pool_async.py, from which pool.py is generated)
 // differs, it says so. poolsim has no threads: a worker's task runs when a worker is free, a
 // client's wait is a timer, and a ShrinkPool run takes no model time.
 //
-//  S1 Settings (B BasePool.__init__, _check_size) [P1]: max_size None means min_size.
+//  S1 Settings (B BasePool.__init__, _check_size): max_size None means min_size.
 //     ValueError for min_size < 0, max_size < min_size, min_size = max_size = 0, num_workers
 //     < 1. psycopg_pool accepts the rest; validate() also refuses negative durations and
 //     max_waiting, and max_idle 0 (ShrinkPool would run in a busy loop).
-//  S2 Open (P _open, _start_initial_tasks, worker, run_task; S Scheduler) [P2, P3, P34-P36]:
+//  S2 Open (P _open, _start_initial_tasks, worker, run_task; S Scheduler):
 //     _nconns = min_size from the start, before any connection exists; min_size
 //     AddConnection tasks go into the one FIFO task queue, and ShrinkPool is scheduled
 //     max_idle later. num_workers workers take tasks in order and a connect holds its worker
@@ -19,7 +18,7 @@
 //     replacements, retries alike). A scheduled task (retry, ShrinkPool) joins the queue when
 //     it comes due (MaintenanceTask.tick). Timers due at the same instant run first in, first
 //     out (the scheduler's heap leaves that order open).
-//  S3 getconn (P getconn, _get_ready_connection) [P6, P7, P12]: an idle connection is taken
+//  S3 getconn (P getconn, _get_ready_connection): an idle connection is taken
 //     from the left of the deque (the one idle longest: returns append on the right), and
 //     _nconns_min = min(_nconns_min, len(_pool)) after the pop. Else, when max_waiting > 0 and
 //     len(_waiting) >= max_waiting, TooManyRequests at once (Fail kTooManyRequests,
@@ -27,24 +26,24 @@
 //     requests_queued += 1, _maybe_grow_pool() (S5), and waits `timeout`; then PoolTimeout
 //     (Fail kTimeout at exactly getconn + timeout; requests_errors += 1). The timeout only
 //     bounds a wait: timeout 0 still gets an idle connection (3.2.1+ fails it, S12).
-//  S4 Waiters (P _add_to_pool, WaitingClient.set) [P8, P13, P21]: served first come, first
+//  S4 Waiters (P _add_to_pool, WaitingClient.set): served first come, first
 //     served; a connection added while someone waits goes to that waiter and never into the
 //     deque. A waiter that timed out stays in _waiting (stale) until _add_to_pool pops it, so
 //     it counts in requests_waiting, in the max_waiting test and in S6's growth test. A
 //     connection finding only stale waiters drains them and goes into the deque. (Same in
 //     3.2+.)
-//  S5 Growth (P _maybe_grow_pool) [P9]: only when a client queues: if _nconns < max_size and
+//  S5 Growth (P _maybe_grow_pool): only when a client queues: if _nconns < max_size and
 //     not _growing, _nconns += 1, _growing = True and one AddConnection(growing) is queued.
 //     One growth connect at a time, whatever num_workers is.
-//  S6 A connect that succeeds (P _add_connection) [P10]: the connection goes through
+//  S6 A connect that succeeds (P _add_connection): the connection goes through
 //     _add_to_pool (S4). If it was a growth connect: while _nconns < min_size, or _nconns <
 //     max_size and _waiting is not empty (stale entries included), _nconns += 1 and the next
 //     growth connect is queued; else _growing = False. Each connection's expiry is set when
-//     its connect ends (B _set_connection_expiry_date) [P22]: now + max_lifetime x
+//     its connect ends (B _set_connection_expiry_date): now + max_lifetime x
 //     _jitter(1, -0.05, 0) = max_lifetime x [0.95, 1.0). (The API docs say "reduced by a
 //     random 10%" and the issue that added it ±5%; the code's 0.95 + 0.05 random() is
 //     followed.) The jitter is drawn from a SplitMix64 seeded by config.seed.
-//  S7 putconn (P putconn, _return_connection, _reset_connection) [P18-P20]: with no reset=
+//  S7 putconn (P putconn, _return_connection, _reset_connection): with no reset=
 //     callback (poolsim has none) it runs in the caller's thread, not on a worker. A
 //     connection returned in a transaction (INTRANS/INERROR) is rolled back (a Reset
 //     kRollback; reset_on_return = none stands for one returned IDLE); a failed rollback
@@ -53,10 +52,10 @@
 //     (expire_at <= now, after the rollback) is replaced the same way, the AddConnection
 //     queued before the close. Otherwise _add_to_pool (S4). DisconnectDetected and
 //     Invalidated (hard or soft) are a broken return: closed and replaced, no rollback.
-//  S8 max_lifetime is only looked at on return [P23]: an idle connection past its expiry is
+//  S8 max_lifetime is only looked at on return: an idle connection past its expiry is
 //     still given out, and one never borrowed never expires. (3.2+'s check() and 3.3's
 //     drain() close expired idle connections too; neither is modelled.)
-//  S9 ShrinkPool (P ShrinkPool._run, _shrink_pool) [P26-P28]: the worker that runs it first
+//  S9 ShrinkPool (P ShrinkPool._run, _shrink_pool): the worker that runs it first
 //     schedules the next run max_idle after its own run time (the period drifts by the
 //     queue's delay), then: nconns_min = _nconns_min; _nconns_min = len(_pool); if _nconns >
 //     min_size and nconns_min > 0, the connection at the left of the deque (idle longest) is
@@ -64,7 +63,7 @@
 //     "the deque never emptied during the last period", not by idle time; _nconns_min starts
 //     at min_size. With an empty deque 3.1 raises IndexError (logged; the run was already
 //     rescheduled) and 3.2+ tests for it: either way nothing is closed.
-//  S10 A connect that fails (P _add_connection; B ConnectionAttempt) [P5, P11, P30-P33]: with
+//  S10 A connect that fails (P _add_connection; B ConnectionAttempt): with
 //     `now` taken before the connect started, if the attempt has a give-up time and now >=
 //     give_up_at it gives up: _nconns -= 1, a growth attempt clears _growing (reconnect_failed
 //     is a no-op), and nothing restarts it (a later waiter's growth does, S5-S6). Otherwise
@@ -74,10 +73,10 @@
 //     (Scheduler.enter measures from its call). With instant failures: tries at 0, d, 3d, 7d,
 //     ... 255d, then one at give_up_at, after which the attempt gives up. A growth attempt
 //     keeps _growing the whole time, blocking other growth.
-//  S11 No check on checkout in 3.1 [P16]: a connection the server dropped is given out.
+//  S11 No check on checkout in 3.1: a connection the server dropped is given out.
 //  S12 check = true: 3.2's check=ConnectionPool.check_connection (pool.py 3.2.1+
 //     getconn, _getconn_with_check_loop, _check_connection, _return_connection(from_getconn);
-//     base.py AttemptWithBackoff) [P15, P17]. deadline = getconn + timeout, and every try
+//     base.py AttemptWithBackoff). deadline = getconn + timeout, and every try
 //     first fails with PoolTimeout when no time is left (3.2.1+: even with a connection
 //     idle). Each try gets a connection as in S3 (a wait ends at the deadline), then checks it
 //     in the client (Ping{slot, conn, request}), whether it came from the deque or was handed
@@ -88,7 +87,7 @@
 //     AttemptWithBackoff(timeout = deadline - time of the first failure): 1 s x [0.9, 1.1),
 //     doubling, clamped to its give-up time, and PoolTimeout when a failure comes at or after
 //     it. 3.2.0 had the loop without the pauses and without the no-time-left rule.
-// S13 get_stats() [P37]: pool_size = _nconns, pool_available = len(_pool), requests_waiting
+// S13 get_stats(): pool_size = _nconns, pool_available = len(_pool), requests_waiting
 //     = len(_waiting), and the counters poolsim can keep (PsycopgStatus).
 // Not modelled: close() and PoolClosed, wait(), resize(), check(), the configure=, reset= and
 // reconnect_failed= callbacks, a connection returned ACTIVE. SQLAlchemy's detach(), pool-wide
