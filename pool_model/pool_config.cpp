@@ -29,6 +29,9 @@ std::optional<std::string> validate(const PoolConfig& config) {
   if (config.policy == Policy::kHikari) {
     return "pool.policy = hikari: HikariCP's pool is HikariCore (hikari_core.hpp), not PoolCore";
   }
+  if (config.policy == Policy::kPsycopg) {
+    return "pool.policy = psycopg: psycopg_pool is PsycopgCore (psycopg_core.hpp), not PoolCore";
+  }
   if (config.pool_size < 0) {
     return "pool.size = " + std::to_string(config.pool_size) +
            ": must be a whole number >= 0 (0 = no limit on idle connections)";

@@ -20,10 +20,10 @@ enum class PoolEvents { kOff, kOn };
 // pool.policy. kNull is SQLAlchemy's NullPool: the same records, checkout loop, pre-ping,
 // recycle and reset as QueuePool, but every checkout opens a new connection and every return
 // closes it; pool_size, max_overflow, timeout and use_lifo do not apply.
-// kHikari is HikariCP's pool, a state machine of its own (hikari_core.hpp), and kStatic
-// SQLAlchemy's StaticPool, one record shared by every checkout (static_core.hpp): PoolCore
-// refuses both.
-enum class Policy { kQueuePool, kNull, kHikari, kStatic };
+// kHikari is HikariCP's pool, a state machine of its own (hikari_core.hpp), kPsycopg
+// psycopg_pool's ConnectionPool (psycopg_core.hpp), and kStatic SQLAlchemy's StaticPool, one
+// record shared by every checkout (static_core.hpp): PoolCore refuses them.
+enum class Policy { kQueuePool, kNull, kHikari, kStatic, kPsycopg };
 
 struct PoolConfig {
   int pool_size = 5;      // pool.size: idle connections kept; 0 = no limit

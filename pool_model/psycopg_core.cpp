@@ -9,7 +9,8 @@
 //  S1 Settings (B BasePool.__init__, _check_size): max_size None means min_size.
 //     ValueError for min_size < 0, max_size < min_size, min_size = max_size = 0, num_workers
 //     < 1. psycopg_pool accepts the rest; validate() also refuses negative durations and
-//     max_waiting, and max_idle 0 (ShrinkPool would run in a busy loop).
+//     max_waiting, and max_idle below 1 s (ShrinkPool runs every max_idle even in an idle
+//     pool: at 0 a busy loop, at 1 ns 10^9 runs a second).
 //  S2 Open (P _open, _start_initial_tasks, worker, run_task; S Scheduler):
 //     _nconns = min_size from the start, before any connection exists; min_size
 //     AddConnection tasks go into the one FIFO task queue, and ShrinkPool is scheduled
@@ -154,17 +155,18 @@ std::optional<std::string> validate(const PsycopgConfig& c) {
     return "psycopg.max_lifetime = " + format_duration(c.max_lifetime) +
            ": must be >= 0 (0: every returned connection is replaced)";
   }
-  if (c.max_idle.count() <= 0) {
+  if (c.max_idle < std::chrono::seconds(1)) {
     return "psycopg.max_idle = " + format_duration(c.max_idle) +
-           ": must be > 0 (psycopg_pool would run ShrinkPool over and over)";
+           ": must be at least 1s (ShrinkPool runs once per max_idle, idle or not; "
+           "psycopg_pool's default is 10min)";
   }
   if (c.reconnect_timeout.count() < 0) {
     return "psycopg.reconnect_timeout = " + format_duration(c.reconnect_timeout) +
            ": must be >= 0";
   }
   if (c.reset_on_return == ResetOnReturn::kCommit) {
-    return "psycopg.reset_on_return = commit: psycopg_pool rolls back a connection returned in "
-           "a transaction and never commits it; allowed: rollback, none";
+    return "pool.reset_on_return = commit: psycopg_pool rolls back a connection returned in "
+           "a transaction and never commits it (pool.policy = psycopg); allowed: rollback, none";
   }
   return std::nullopt;
 }
@@ -220,6 +222,12 @@ PsycopgStatus PsycopgCore::status() const {
     }
   }
   return s;
+}
+
+bool PsycopgCore::clients_wait_on_timers() const {
+  return std::any_of(requests_.begin(), requests_.end(), [](const auto& entry) {
+    return entry.second.phase != Request::Phase::kChecking;
+  });
 }
 
 // ---- inputs ---------------------------------------------------------------------------------

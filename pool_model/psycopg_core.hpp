@@ -41,14 +41,15 @@ struct PsycopgConfig {
   bool check = false;
   // kRollback: a connection comes back in a transaction (INTRANS: getconn/putconn without a
   // commit, or an error) and putconn() rolls it back; kNone: it comes back IDLE (connection()
-  // committed), nothing to do. psycopg never commits on return: kCommit is refused.
+  // committed), nothing to do. psycopg never commits on return: kCommit is refused. Spelled
+  // pool.reset_on_return in scenario files.
   ResetOnReturn reset_on_return = ResetOnReturn::kRollback;
   std::uint64_t seed = 1;  // draws the jitter of max_lifetime and of the reconnect back-off
 };
 
 // Refuses what psycopg_pool raises ValueError for (and settings poolsim cannot run as written:
-// negative durations, max_idle 0, a commit on return): one line naming the key, value and what
-// is allowed, or nullopt.
+// negative durations, max_idle below 1s, a commit on return): one line naming the key, value
+// and what is allowed, or nullopt.
 std::optional<std::string> validate(const PsycopgConfig& config);
 
 // ConnectionPool.get_stats(): its gauges, the counters poolsim can keep, and a few more counts.
@@ -95,6 +96,9 @@ class PsycopgCore {
     return timers_.top().at;
   }
   PsycopgStatus status() const;
+  // Whether a getconn() call waits on the pool's timers: for a connection (its timeout), or
+  // pausing between checks. One whose check is in flight waits for the PingResult only.
+  bool clients_wait_on_timers() const;
   // Throws std::logic_error describing the first broken invariant.
   void check_invariants() const;
   const PsycopgConfig& config() const { return config_; }

@@ -44,6 +44,11 @@ void require_markovian(const Scenario& s) {
     not_exact(s, "pool.policy",
               no + "HikariCP grows its pool one background connect at a time; simulate it");
   }
+  if (s.pool.policy == Policy::kPsycopg) {
+    not_exact(s, "pool.policy",
+              no + "psycopg_pool grows its pool one connect at a time while clients wait; "
+                   "simulate it");
+  }
   if (s.arrival != Arrival::kPoisson) {
     not_exact(s, "workload.arrival", no + "an exact answer needs Poisson arrivals (poisson)");
   }

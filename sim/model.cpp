@@ -24,8 +24,8 @@
 //    turns on it, oldest first, from checkout to the end of their reset. The wait for a turn
 //    is reported as the request's wait.
 //  - Requests still in flight at the end run on to their outcome, which is counted. A pool
-//    that works in the background (pool.policy = hikari) stops its own timers then, once no
-//    request waits for a connection.
+//    that works in the background (pool.policy = hikari, psycopg) stops its own timers then,
+//    once no request waits on them (for a connection, or between psycopg.check's tries).
 #include "sim/model.hpp"
 
 #include <algorithm>
@@ -39,6 +39,7 @@
 #include "pool_model/hikari_core.hpp"
 #include "pool_model/overloaded.hpp"
 #include "pool_model/pool_core.hpp"
+#include "pool_model/psycopg_core.hpp"
 #include "pool_model/ring_queue.hpp"
 #include "pool_model/static_core.hpp"
 #include "sim/engine.hpp"
@@ -119,8 +120,8 @@ struct SharedSetup {
   double finish;                 // ns of work
 };
 
-// One worker process's pool: PoolCore (queuepool, null), StaticCore (static) or HikariCore
-// (hikari).
+// One worker process's pool: PoolCore (queuepool, null), StaticCore (static), HikariCore
+// (hikari) or PsycopgCore (psycopg).
 template <typename Core>
 struct Process {
   explicit Process(Core pool) : core(std::move(pool)) {}
@@ -154,7 +155,8 @@ class Slab {  // objects named by a small integer, reused after release: no allo
 };
 
 // A pool of the scenario's policy, for one process of one replication. HikariCP's jitter of
-// max_lifetime and keepalive draws from the pool's own stream.
+// max_lifetime and keepalive, and psycopg_pool's of max_lifetime and its reconnect back-off,
+// draw from the pool's own stream.
 template <typename Core>
 Core make_core(const Scenario& s, int replication, std::uint32_t process);
 template <>
@@ -173,11 +175,24 @@ HikariCore make_core<HikariCore>(const Scenario& s, int replication, std::uint32
                     .next();
   return HikariCore(config);
 }
+template <>
+PsycopgCore make_core<PsycopgCore>(const Scenario& s, int replication, std::uint32_t process) {
+  PsycopgConfig config = s.psycopg;
+  config.seed = stream_rng(s.seed, Stream::kPoolJitter,
+                           static_cast<std::uint64_t>(replication) * 10'000 + process)
+                    .next();
+  return PsycopgCore(config);
+}
+
+bool nobody_waits(const HikariCore& core) { return core.status().waiting == 0; }
+bool nobody_waits(const PsycopgCore& core) { return !core.clients_wait_on_timers(); }
 
 template <typename Core>
 class Simulation {
-  // HikariCP's connections are opened by the pool itself and wait idle in it until used.
-  static constexpr bool kBackgroundConnects = std::is_same_v<Core, HikariCore>;
+  // HikariCP's and psycopg_pool's connections are opened by the pool itself (by its threads)
+  // and wait idle in it until used.
+  static constexpr bool kBackgroundConnects =
+      std::is_same_v<Core, HikariCore> || std::is_same_v<Core, PsycopgCore>;
   static constexpr bool kOneConnection = std::is_same_v<Core, StaticCore>;
 
  public:
@@ -428,10 +443,11 @@ class Simulation {
                  *action);
     }
     if constexpr (kBackgroundConnects) {
-      // After the end a HikariCP pool that nobody waits on runs no more of its own timers
-      // (housekeeping, lifetimes, keepalives): they cannot change a request's outcome now,
-      // and a request in a day-long reset would keep them ticking for the whole day.
-      if (now_ >= end_ && proc.core.status().waiting == 0) return;
+      // After the end a pool that nobody waits on runs no more of its own timers (HikariCP's
+      // housekeeping, lifetimes, keepalives; psycopg_pool's ShrinkPool and connect retries):
+      // they cannot change a request's outcome now, and a request in a day-long reset would
+      // keep them ticking for the whole day.
+      if (now_ >= end_ && nobody_waits(proc.core)) return;
     }
     // One timer per pool, for its oldest waiter; a timer that fires early is harmless. (One
     // skipped after the end may be overdue: it runs now.)
@@ -780,6 +796,9 @@ ReplicationStats run_replication(const Scenario& scenario, int replication,
   }
   if (scenario.pool.policy == Policy::kStatic) {
     return Simulation<StaticCore>(scenario, replication, progress, samples).run();
+  }
+  if (scenario.pool.policy == Policy::kPsycopg) {
+    return Simulation<PsycopgCore>(scenario, replication, progress, samples).run();
   }
   return Simulation<PoolCore>(scenario, replication, progress, samples).run();
 }

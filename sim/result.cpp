@@ -228,6 +228,13 @@ std::string render_table(const Json& r) {
         << cfg("hikari.minimum_idle") << ", connectionTimeout " << cfg("hikari.connection_timeout")
         << ", maxLifetime " << cfg("hikari.max_lifetime") << ", keepaliveTime "
         << cfg("hikari.keepalive_time") << "\n";
+  } else if (policy == "psycopg") {
+    const std::string max_size = cfg("psycopg.max_size");
+    out << "psycopg_pool min_size " << cfg("psycopg.min_size") << ", max_size "
+        << (max_size == "min" ? cfg("psycopg.min_size") : max_size) << ", timeout "
+        << cfg("psycopg.timeout") << ", max_idle " << cfg("psycopg.max_idle")
+        << ", max_lifetime " << cfg("psycopg.max_lifetime") << ", check "
+        << cfg("psycopg.check") << "\n";
   } else {
     if (policy == "null") {
       out << "NullPool (a new connection for every checkout)";

@@ -19,8 +19,9 @@ const std::vector<OptionInfo> kOptions = {
      "pool design: queuepool (SQLAlchemy QueuePool), null (NullPool: a new connection for "
      "every checkout, closed on return), static (StaticPool: one connection shared by every "
      "checkout; requests take turns on it) - for null and static pool.size, max_overflow, "
-     "timeout, use_lifo do not apply - or hikari (HikariCP: set with hikari.*; only "
-     "pool.reset_on_return applies)"},
+     "timeout, use_lifo do not apply - hikari (HikariCP: set with hikari.*) or psycopg "
+     "(psycopg_pool's ConnectionPool: set with psycopg.*); of pool.* those two take only "
+     "pool.reset_on_return"},
     {"pool.size", "5", "SQLAlchemy pool_size: idle connections kept per process; 0 = no limit"},
     {"pool.max_overflow", "10", "max_overflow: connections beyond pool.size; -1 = unlimited"},
     {"pool.timeout", "30s",
@@ -48,6 +49,26 @@ const std::vector<OptionInfo> kOptions = {
     {"hikari.keepalive_time", "0",
      "keepaliveTime: idle connections are checked this often, minus up to 10% at random; "
      "0 = off; at least 30s and below max_lifetime"},
+    {"psycopg.min_size", "4",
+     "pool.policy = psycopg: min_size, connections per process opened at the start and kept"},
+    {"psycopg.max_size", "min",
+     "max_size: the pool grows to this, one connect at a time, only while a client waits; "
+     "min = psycopg.min_size (psycopg_pool's default: a fixed-size pool)"},
+    {"psycopg.timeout", "30s", "timeout: how long getconn() waits; then PoolTimeout"},
+    {"psycopg.max_idle", "10min",
+     "max_idle: every max_idle one connection beyond min_size that stayed idle all along "
+     "is closed; at least 1s"},
+    {"psycopg.max_lifetime", "1h",
+     "max_lifetime: a connection returned after this, minus up to 5% at random, is "
+     "replaced; 0 = replace every returned connection"},
+    {"psycopg.reconnect_timeout", "5min",
+     "reconnect_timeout: a failed connect is retried with back-off (1s, doubling, +-10%) "
+     "for this long, then given up"},
+    {"psycopg.num_workers", "3",
+     "num_workers: worker threads; at most this many connects in flight per process"},
+    {"psycopg.check", "false",
+     "check on checkout (psycopg_pool 3.2's check=ConnectionPool.check_connection): a "
+     "SELECT-like round trip before getconn() returns a connection; 3.1 has none"},
     {"workload.arrival", "poisson", "poisson, constant, onoff, diurnal, trace or closed"},
     {"workload.rate", "100",
      "mean arrivals per second, all processes together (onoff: between bursts)"},
@@ -241,6 +262,7 @@ std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::files
 
 bool option_applies(Policy policy, std::string_view key) {
   if (key.starts_with("hikari.")) return policy == Policy::kHikari;
+  if (key.starts_with("psycopg.")) return policy == Policy::kPsycopg;
   switch (policy) {
     case Policy::kQueuePool:
       return true;
@@ -249,6 +271,7 @@ bool option_applies(Policy policy, std::string_view key) {
       return key != "pool.size" && key != "pool.max_overflow" && key != "pool.timeout" &&
              key != "pool.use_lifo";
     case Policy::kHikari:
+    case Policy::kPsycopg:
       return !key.starts_with("pool.") || key == "pool.policy" || key == "pool.reset_on_return";
   }
   return true;
@@ -299,14 +322,22 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
     pool.policy = Policy::kStatic;
   } else if (policy == "hikari") {
     pool.policy = Policy::kHikari;
+  } else if (policy == "psycopg") {
+    pool.policy = Policy::kPsycopg;
   } else if (policy != "queuepool") {
     in.refuse("pool.policy",
               "must be queuepool (SQLAlchemy's QueuePool), null (NullPool: a connection per "
-              "checkout), static (StaticPool: one shared connection) or hikari (HikariCP)");
+              "checkout), static (StaticPool: one shared connection), hikari (HikariCP) or "
+              "psycopg (psycopg_pool)");
   }
   for (const OptionInfo& option : kOptions) {
     if (option_applies(pool.policy, option.key) || !in.given(option.key)) continue;
-    if (pool.policy == Policy::kNull) {
+    const std::string_view key = option.key;
+    if (key.starts_with("hikari.") || key.starts_with("psycopg.")) {
+      const std::string owner = key.starts_with("psycopg.") ? "psycopg" : "hikari";
+      in.refuse(option.key, "applies to pool.policy = " + owner +
+                                " only (this scenario's pool is " + policy + ")");
+    } else if (pool.policy == Policy::kNull) {
       // As SQLAlchemy's create_engine(poolclass=NullPool, pool_size=...) does: a TypeError.
       in.refuse(option.key, "does not apply to pool.policy = null (NullPool opens a connection "
                             "for every checkout and closes it on return; SQLAlchemy refuses it "
@@ -315,13 +346,14 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
       in.refuse(option.key, "does not apply to pool.policy = static (StaticPool gives its one "
                             "connection to every checkout and never waits; SQLAlchemy refuses "
                             "it too)");
-    } else if (pool.policy == Policy::kHikari && std::string_view(option.key).starts_with("pool.")) {
+    } else if (pool.policy == Policy::kHikari) {
       in.refuse(option.key, "does not apply to pool.policy = hikari (HikariCP is set with "
                             "hikari.maximum_pool_size, minimum_idle, connection_timeout, "
                             "idle_timeout, max_lifetime, keepalive_time)");
     } else {
-      in.refuse(option.key,
-                "applies to pool.policy = hikari only (this scenario's pool is " + policy + ")");
+      in.refuse(option.key, "does not apply to pool.policy = psycopg (psycopg_pool is set with "
+                            "psycopg.min_size, max_size, timeout, max_idle, max_lifetime, "
+                            "reconnect_timeout, num_workers, check)");
     }
   }
   HikariConfig& hikari = s.hikari;
@@ -369,6 +401,26 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
   hikari.reset_on_return = pool.reset_on_return;
   if (pool.policy == Policy::kHikari) {
     if (auto why = validate(hikari)) throw ScenarioError(*why);
+  }
+  PsycopgConfig& psycopg = s.psycopg;
+  psycopg.min_size = static_cast<int>(in.integer("psycopg.min_size", 0, 1'000'000,
+                                                 "must be a whole number from 0 to 1000000"));
+  if (in.text("psycopg.max_size") != "min") {
+    const std::string allowed = "must be min or a whole number from psycopg.min_size (" +
+                                std::to_string(psycopg.min_size) + ") to 1000000";
+    psycopg.max_size = static_cast<int>(
+        in.integer("psycopg.max_size", psycopg.min_size, 1'000'000, allowed.c_str()));
+  }
+  psycopg.timeout = in.duration("psycopg.timeout");
+  psycopg.max_idle = in.duration("psycopg.max_idle");
+  psycopg.max_lifetime = in.duration("psycopg.max_lifetime");
+  psycopg.reconnect_timeout = in.duration("psycopg.reconnect_timeout");
+  psycopg.num_workers = static_cast<int>(
+      in.integer("psycopg.num_workers", 1, 10'000, "must be a whole number from 1 to 10000"));
+  psycopg.check = in.boolean("psycopg.check");
+  psycopg.reset_on_return = pool.reset_on_return;
+  if (pool.policy == Policy::kPsycopg) {
+    if (auto why = validate(psycopg)) throw ScenarioError(*why);
   }
 
   const std::string arrival = in.text("workload.arrival");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pool_model/hikari_core.hpp"
+#include "pool_model/psycopg_core.hpp"
 #include "pool_model/pool_config.hpp"
 #include "sim/distribution.hpp"
 
@@ -43,7 +44,8 @@ struct Scenario {
   int replications = 1;
 
   PoolConfig pool;      // pool.*
-  HikariConfig hikari;  // hikari.*, for pool.policy = hikari (its seed is set per pool)
+  HikariConfig hikari;    // hikari.*, for pool.policy = hikari (its seed is set per pool)
+  PsycopgConfig psycopg;  // psycopg.*, for pool.policy = psycopg (its seed is set per pool)
 
   Arrival arrival = Arrival::kPoisson;
   double rate = 100;       // per second, all processes together
@@ -98,9 +100,9 @@ struct OptionInfo {
 };
 extern const std::vector<OptionInfo> kOptions;
 
-// Whether `key` is a setting of pool design `policy`: hikari.* only of hikari; pool.size,
-// max_overflow, timeout and use_lifo not of null; of pool.* only policy and reset_on_return
-// of hikari. make_scenario refuses a given option that does not apply.
+// Whether `key` is a setting of pool design `policy`: hikari.* only of hikari, psycopg.* only
+// of psycopg; pool.size, max_overflow, timeout and use_lifo not of null or static; of pool.*
+// only policy and reset_on_return of hikari and psycopg. make_scenario refuses a given option that does not apply.
 bool option_applies(Policy policy, std::string_view key);
 
 // Thrown for bad input; what() is one line naming the key, the value and what is allowed.

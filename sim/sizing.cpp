@@ -248,6 +248,10 @@ SizeAnswer size_pool(const Scenario& base, const std::vector<Target>& targets, i
     throw ScenarioError("pool.policy = hikari: size searches pool.size of a queuepool; for "
                         "HikariCP sweep hikari.maximum_pool_size");
   }
+  if (base.pool.policy == Policy::kPsycopg) {
+    throw ScenarioError("pool.policy = psycopg: size searches pool.size of a queuepool; for "
+                        "psycopg_pool sweep psycopg.max_size");
+  }
   SizeAnswer answer;
   answer.overflow_choices = overflow_choices;
   std::string why, model;

@@ -30,7 +30,8 @@ _DURATIONS = {
     "duration", "warmup", "pool.timeout", "pool.recycle", "workload.burst_on",
     "workload.burst_off", "workload.period", "database.idle_session_timeout",
     "network.idle_drop_after", "hikari.connection_timeout", "hikari.idle_timeout",
-    "hikari.max_lifetime", "hikari.keepalive_time",
+    "hikari.max_lifetime", "hikari.keepalive_time", "psycopg.timeout", "psycopg.max_idle",
+    "psycopg.max_lifetime", "psycopg.reconnect_timeout",
 }
 
 

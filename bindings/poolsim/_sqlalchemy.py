@@ -92,9 +92,10 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
         if config[key].strip() not in allowed:
             raise ValueError(f"{key} = {config[key]}: sqlalchemy_live cannot make this fault; "
                              f"use poolsim.live (poolsim's real pool) for it")
-    if config["pool.policy"] == "hikari":
-        raise ValueError("pool.policy = hikari: SQLAlchemy has no HikariCP pool; "
-                         "poolsim.simulate runs it")
+    if config["pool.policy"] in ("hikari", "psycopg"):
+        name = {"hikari": "HikariCP", "psycopg": "psycopg_pool"}[config["pool.policy"]]
+        raise ValueError(f"pool.policy = {config['pool.policy']}: SQLAlchemy has no {name} "
+                         f"pool; poolsim.simulate runs it")
     if config["workload.arrival"] == "closed":
         raise ValueError("workload.arrival = closed: a live run is open loop; use poisson, "
                          "constant, onoff, diurnal or trace")

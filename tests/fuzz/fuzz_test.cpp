@@ -486,6 +486,14 @@ const std::vector<OptionKind>& option_kinds() {
       {"hikari.idle_timeout", K::kDuration},
       {"hikari.max_lifetime", K::kDuration},
       {"hikari.keepalive_time", K::kDuration},
+      {"psycopg.min_size", K::kInteger, 0, 10},
+      {"psycopg.max_size", K::kInteger, 0, 20},
+      {"psycopg.timeout", K::kDuration},
+      {"psycopg.max_idle", K::kDuration},
+      {"psycopg.max_lifetime", K::kDuration},
+      {"psycopg.reconnect_timeout", K::kDuration},
+      {"psycopg.num_workers", K::kInteger, 1, 4},
+      {"psycopg.check", K::kBool},
       {"workload.arrival",
        K::kWord,
        0,
@@ -570,12 +578,13 @@ class ScenarioGenerator {
     // The pool design first: the keys of the others are refused with it, so they come only
     // as often as other wild input does.
     const auto policy = r_.one_of({Policy::kQueuePool, Policy::kQueuePool, Policy::kNull,
-                                   Policy::kHikari, Policy::kStatic});
+                                   Policy::kHikari, Policy::kStatic, Policy::kPsycopg});
     if (policy != Policy::kQueuePool || r_.chance(include)) {
-      entries.emplace_back("pool.policy", policy == Policy::kNull     ? "null"
-                                          : policy == Policy::kHikari ? "hikari"
-                                          : policy == Policy::kStatic ? "static"
-                                                                      : "queuepool");
+      entries.emplace_back("pool.policy", policy == Policy::kNull      ? "null"
+                                          : policy == Policy::kHikari  ? "hikari"
+                                          : policy == Policy::kStatic  ? "static"
+                                          : policy == Policy::kPsycopg ? "psycopg"
+                                                                       : "queuepool");
     }
     for (const OptionKind& o : option_kinds()) {
       const std::string_view key = o.key;
@@ -914,6 +923,10 @@ sim::Scenario bounded(sim::Scenario s, double requests) {
       break;
     case sim::Arrival::kTrace: break;  // the generated traces are short
   }
+  // psycopg_pool's ShrinkPool runs every max_idle in every process, whatever the load.
+  if (s.pool.policy == Policy::kPsycopg) {
+    cycles_per_second += s.processes / to_seconds(s.psycopg.max_idle);
+  }
   double factor = 1;
   if (per_second * seconds > requests) factor = requests / (per_second * seconds);
   if (cycles_per_second * seconds * factor > kMaxCycles) {
@@ -985,6 +998,29 @@ std::string check_replication(const sim::Scenario& s, const sim::ReplicationStat
     const double size = s.hikari.maximum_pool_size;
     if (s.hikari.max_lifetime.count() > 0) turns += size * seconds / to_seconds(s.hikari.max_lifetime) * 1.1;
     if (s.hikari.keepalive_time.count() > 0) turns += size * seconds / to_seconds(s.hikari.keepalive_time) * 1.2;
+    events_bound += 20 * turns;
+  }
+  if (s.pool.policy == Policy::kPsycopg) {
+    // psycopg_pool works on its own too: ShrinkPool every max_idle in every process for the
+    // whole run, and past the end while a client waits (psycopg.timeout at most, one after
+    // another where app.threads lets only so many wait at once). A failed connect is retried
+    // after 1 s (+-10%), doubling, until reconnect_timeout: about log2(reconnect_timeout / 0.9
+    // s) + 2 tries for each connect asked for (every process's max_size, a growth or a
+    // replacement per request at most).
+    const double waits = s.threads > 0 ? std::ceil(request_budget / s.threads) + s.processes
+                                       : s.processes;
+    const double seconds = s.processes * to_seconds(s.duration + s.warmup) +
+                           waits * to_seconds(s.psycopg.timeout);
+    double turns = seconds / to_seconds(s.psycopg.max_idle);
+    const bool connects_fail = s.connect_fail > 0 || !s.outages.empty() ||
+                               s.max_connections < s.processes * s.psycopg.max_size.value_or(
+                                                                     s.psycopg.min_size);
+    if (connects_fail) {
+      const double tries =
+          std::log2(std::max(1.0, to_seconds(s.psycopg.reconnect_timeout) / 0.9)) + 3;
+      turns += tries * (s.processes * s.psycopg.max_size.value_or(s.psycopg.min_size) +
+                        2 * request_budget);
+    }
     events_bound += 20 * turns;
   }
   if (static_cast<double>(st.events) > events_bound) {

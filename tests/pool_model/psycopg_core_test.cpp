@@ -729,9 +729,10 @@ TEST(PsycopgCore, RefusesWhatPsycopgPoolRaisesValueErrorFor) {
   refused([](PsycopgConfig& c) { c.num_workers = 0; }, "psycopg.num_workers");
   refused([](PsycopgConfig& c) { c.max_waiting = -1; }, "psycopg.max_waiting");
   refused([](PsycopgConfig& c) { c.max_idle = Duration{}; }, "psycopg.max_idle");
+  refused([](PsycopgConfig& c) { c.max_idle = milliseconds(999); }, "psycopg.max_idle");
   refused([](PsycopgConfig& c) { c.timeout = -seconds(1); }, "psycopg.timeout");
   refused([](PsycopgConfig& c) { c.reset_on_return = ResetOnReturn::kCommit; },
-          "psycopg.reset_on_return");
+          "pool.reset_on_return");
   EXPECT_FALSE(validate(PsycopgConfig{}));
   PsycopgConfig lazy;
   lazy.min_size = 0;

@@ -375,18 +375,21 @@ def test_options_frame_matches_the_command_line_help(binary):
 def test_every_option_keyword_is_accepted_with_its_default():
     """Each keyword spelling from options() runs, and its default changes nothing.
 
-    hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool."""
+    hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool, and
+    psycopg.* on a psycopg_pool."""
     frame = poolsim.options()
+    policies = ("queuepool", "hikari", "psycopg")
     reference = {policy: without(poolsim.simulate(duration="1s", pool_policy=policy).to_dict(),
                                  "wall_s")
-                 for policy in ("queuepool", "hikari")}
+                 for policy in policies}
     for keyword, key, default in zip(frame["keyword"], frame["key"], frame["default"]):
         if key in ("duration", "pool.policy"):
             continue
-        policy = "hikari" if key.startswith("hikari.") else "queuepool"
+        prefix = key.split(".")[0]
+        policy = prefix if prefix in policies else "queuepool"
         r = poolsim.simulate(duration="1s", pool_policy=policy, **{keyword: default})
         assert without(r.to_dict(), "wall_s") == reference[policy], keyword
-    assert reference["hikari"] != reference["queuepool"]
+    assert len({str(reference[p]) for p in policies}) == 3
 
 
 def test_hikari_policy_reproduces_hikaricps_spike(tmp_path):

@@ -197,8 +197,9 @@ TEST_F(ModelFeatures, ReplicationsGiveConfidenceIntervalsThatShrink) {
 
 // ---- pool.* ---------------------------------------------------------------------------------
 
-TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullStaticOrHikari) {
+TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullStaticHikariOrPsycopg) {
   EXPECT_EQ(refusal({{"pool.policy", "queuepool"}}), "(no error)");
+  EXPECT_EQ(refusal({{"pool.policy", "psycopg"}}), "(no error)");
   EXPECT_EQ(refusal({{"pool.policy", "null"}}), "(no error)");
   EXPECT_EQ(refusal({{"pool.policy", "static"}}), "(no error)");
   EXPECT_EQ(refusal({{"pool.policy", "hikari"}}), "(no error)");
@@ -228,11 +229,30 @@ TEST_F(ModelFeatures, PoolPolicyIsQueuepoolNullStaticOrHikari) {
     const std::string hikari_why = refusal({{"pool.policy", "hikari"}, {key, value}});
     EXPECT_NE(hikari_why.find(key), std::string::npos) << hikari_why;
     EXPECT_NE(hikari_why.find("pool.policy = hikari"), std::string::npos) << hikari_why;
+    const std::string psycopg_why = refusal({{"pool.policy", "psycopg"}, {key, value}});
+    EXPECT_NE(psycopg_why.find(key), std::string::npos) << psycopg_why;
+    EXPECT_NE(psycopg_why.find("pool.policy = psycopg"), std::string::npos) << psycopg_why;
   }
-  for (const char* policy : {"queuepool", "null", "static"}) {
+  for (const char* policy : {"queuepool", "null", "static", "psycopg"}) {
     const std::string other_why =
         refusal({{"pool.policy", policy}, {"hikari.maximum_pool_size", "4"}});
     EXPECT_NE(other_why.find("hikari.maximum_pool_size"), std::string::npos) << other_why;
+    EXPECT_NE(other_why.find("pool.policy = hikari only"), std::string::npos) << other_why;
+  }
+  for (const char* policy : {"queuepool", "null", "static", "hikari"}) {
+    const std::string other_why = refusal({{"pool.policy", policy}, {"psycopg.min_size", "2"}});
+    EXPECT_NE(other_why.find("psycopg.min_size"), std::string::npos) << other_why;
+    EXPECT_NE(other_why.find("pool.policy = psycopg only"), std::string::npos) << other_why;
+  }
+  // What psycopg_pool raises ValueError for, and a commit on return it never makes.
+  for (const auto& [key, value] : Options{{"psycopg.min_size", "-1"},
+                                          {"psycopg.max_size", "2"},
+                                          {"psycopg.num_workers", "0"},
+                                          {"psycopg.max_idle", "0s"},
+                                          {"pool.reset_on_return", "commit"}}) {
+    const std::string bad = refusal({{"pool.policy", "psycopg"}, {key, value}});
+    EXPECT_NE(bad.find(key), std::string::npos) << key << "=" << value << ": " << bad;
+    EXPECT_NE(bad.find(value), std::string::npos) << key << "=" << value << ": " << bad;
   }
   // HikariCP's own startup checks (validateNumerics) refuse what HikariCP would refuse.
   for (const auto& [key, value] : Options{{"hikari.minimum_idle", "11"},
@@ -288,6 +308,94 @@ TEST_F(ModelFeatures, HikariServesAFiftyThreadSpikeWithFiveConnectionsWhereOther
   EXPECT_GE(wait(q, "max"), 150.0);
   // NullPool opens one for each of the 50.
   EXPECT_EQ(conn(n, "opened"), 50);
+  // psycopg_pool(min_size 5, max_size 50) opens its 5 at the start (so it needs no requests to
+  // bring them up: those would wait for them and make it grow), then grows only while a client
+  // waits, one connect at a time: one growth connect is under way when the 5 connections have
+  // served all 50.
+  std::string spike;
+  for (int i = 0; i < 50; ++i) spike += "1.000,0.002\n";
+  Options psycopg = base;
+  psycopg["workload.trace"] = write("spike-only.csv", spike);
+  psycopg["pool.policy"] = "psycopg";
+  psycopg["psycopg.min_size"] = "5";
+  psycopg["psycopg.max_size"] = "50";
+  const Json p = run(psycopg);
+  EXPECT_EQ(count(p, "completed"), 50u);
+  EXPECT_LE(conn(p, "opened"), 1);
+  EXPECT_LE(conn(p, "peak"), 6);
+  EXPECT_GE(conn(p, "peak"), 5);
+  EXPECT_LT(wait(p, "max"), 30.0);
+}
+
+// psycopg_pool with min_size = max_size = c and no costs is an M/M/c queue: its connections
+// are opened at the start, waiters are served first come, first served, and none is ever
+// closed. Poisson 300/s, exponential 10 ms holds, c = 4 (3 erlangs): Erlang C, computed here,
+// gives P(wait > 0) = 0.509 and a mean wait of C / (c mu - lambda) = 5.09 ms. Over 2 h (2.16M
+// correlated waits) the standard errors are about 0.002 and 0.04 ms; the bands are wider.
+TEST_F(ModelFeatures, PsycopgFixedSizePoolIsAnMMcQueue) {
+  const double lambda = 300, mu = 100;
+  const int c = 4;
+  const double a = lambda / mu;
+  double b = 1;  // Erlang B by its recursion, then C from it
+  for (int k = 1; k <= c; ++k) b = a * b / (k + a * b);
+  const double rho = a / c;
+  const double erlang_c = b / (1 - rho * (1 - b));
+  const Json r = run({{"duration", "2h"},
+                      {"warmup", "10s"},
+                      {"workload.rate", "300"},
+                      {"workload.service", "exp:10ms"},
+                      {"database.connect", "const:0s"},
+                      {"database.reset", "const:0s"},
+                      {"pool.policy", "psycopg"},
+                      {"psycopg.min_size", "4"},
+                      {"psycopg.max_lifetime", "100h"}});
+  EXPECT_EQ(count(r, "completed"), count(r, "requests"));
+  EXPECT_EQ(conn(r, "opened"), 0);  // all four were opened before the warm-up ended
+  EXPECT_EQ(conn(r, "peak"), 4);
+  expect_within_band(r["p_wait"].get<double>(), erlang_c, 0.004, "P(wait > 0) of M/M/4");
+  expect_within_band(wait(r, "mean"), 1000.0 * erlang_c / (c * mu - lambda), 0.08,
+                     "mean wait of M/M/4, ms");
+}
+
+// 20 requests at 1.0 s that hold 5 s, min_size 1, max_size 10, 150 ms connects, timeout 2 s
+// (and one at 0.3 s, after the first connection is up: one that waited for it would grow the
+// pool too).
+// psycopg_pool grows one connection at a time while clients wait: the k-th waiter (k = 1..9)
+// gets the k-th growth connection at k x 150 ms, the last 10 time out at 2 s. A QueuePool(1, 9)
+// connects for all 9 at once: they all wait 150 ms. Then, with max_idle 1 min, ShrinkPool
+// closes one connection idle through a whole period per period: its run at 60 s sees the
+// burst's empty deque, those at 120 s .. 540 s close one each.
+TEST_F(ModelFeatures, PsycopgGrowsOneConnectAtATimeAndShrinksOnePerMaxIdle) {
+  std::string trace = "0.300,0.001\n";
+  for (int i = 0; i < 20; ++i) trace += "1.000,5.000\n";
+  const Options base = {{"duration", "570s"},
+                        {"warmup", "0.5s"},
+                        {"workload.arrival", "trace"},
+                        {"workload.trace", write("burst.csv", trace)},
+                        {"database.connect", "const:150ms"},
+                        {"database.reset", "const:0s"}};
+  Options psycopg = base;
+  psycopg["pool.policy"] = "psycopg";
+  psycopg["psycopg.min_size"] = "1";
+  psycopg["psycopg.max_size"] = "10";
+  psycopg["psycopg.timeout"] = "2s";
+  psycopg["psycopg.max_idle"] = "1min";
+  const Json p = run(psycopg);
+  EXPECT_EQ(count(p, "requests"), 20u);
+  EXPECT_EQ(count(p, "completed"), 10u);
+  EXPECT_EQ(count(p, "timeouts"), 10u);
+  EXPECT_EQ(conn(p, "opened"), 9);
+  EXPECT_EQ(conn(p, "peak"), 10);
+  EXPECT_EQ(conn(p, "closed"), 8);
+  // (0 + 150 + ... + 1350 + 10 x 2000) / 20 ms
+  EXPECT_NEAR(wait(p, "mean"), (6750.0 + 20000.0) / 20, 1e-6);
+  Options queuepool = base;
+  queuepool["pool.size"] = "1";
+  queuepool["pool.max_overflow"] = "9";
+  queuepool["pool.timeout"] = "2s";
+  const Json q = run(queuepool);
+  EXPECT_EQ(count(q, "completed"), 10u);
+  EXPECT_NEAR(wait(q, "mean"), (9 * 150.0 + 10 * 2000.0) / 20, 1e-6);
 }
 
 TEST_F(ModelFeatures, HikariRefillsToMinimumIdleInTheBackgroundAndRetiresIdleOnes) {
