@@ -161,13 +161,19 @@ def test_nullpool_opens_a_connection_for_every_request_in_both(server):
     assert _wait_for_no_backends(server) == (0, 0)
 
 
-def test_staticpool_shares_one_connection_in_both(server):
+def test_staticpool_shares_one_connection_in_both(server, tmp_path):
     """pool.policy = static is SQLAlchemy's StaticPool: one connection for every checkout. The
     real StaticPool on psycopg2 opens exactly one, as the simulation does, and its requests take
     turns on it (psycopg2 runs one statement at a time on a connection): the server never sees
-    a second backend from the run."""
-    options = dict(pool_policy="static", duration="2s", workload_rate=20,
-                   workload_service="const:5ms", seed=4)
+    a second backend from the run.
+
+    The first request comes alone: StaticPool makes its connection lazily, in a memoized
+    property without a lock, so two checkouts racing that first connect open two (seen on a
+    loaded machine with 50 ms between arrivals)."""
+    trace = tmp_path / "static.csv"
+    trace.write_text("0.000,0.005\n" + "".join(f"{1 + i / 20:.3f},0.005\n" for i in range(20)))
+    options = dict(pool_policy="static", duration="2.5s", workload_arrival="trace",
+                   workload_trace=str(trace), seed=4)
     sim = poolsim.simulate(**options)
     theirs = poolsim.sqlalchemy_live(dsn=server.dsn, **options)
     for r in (sim, theirs):
