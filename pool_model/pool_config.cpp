@@ -29,6 +29,10 @@ std::optional<std::string> validate(const PoolConfig& config) {
   if (config.policy == Policy::kHikari) {
     return "pool.policy = hikari: HikariCP's pool is HikariCore (hikari_core.hpp), not PoolCore";
   }
+  if (config.policy == Policy::kPgbouncer) {
+    return "pool.policy = pgbouncer: pgbouncer is PgbouncerCore (pgbouncer_core.hpp); the "
+           "app's pools in front of it are PoolCores with policy queuepool";
+  }
   if (config.policy == Policy::kPsycopg) {
     return "pool.policy = psycopg: psycopg_pool is PsycopgCore (psycopg_core.hpp), not PoolCore";
   }

@@ -22,8 +22,10 @@ enum class PoolEvents { kOff, kOn };
 // closes it; pool_size, max_overflow, timeout and use_lifo do not apply.
 // kHikari is HikariCP's pool, a state machine of its own (hikari_core.hpp), kPsycopg
 // psycopg_pool's ConnectionPool (psycopg_core.hpp), and kStatic SQLAlchemy's StaticPool, one
-// record shared by every checkout (static_core.hpp): PoolCore refuses them.
-enum class Policy { kQueuePool, kNull, kHikari, kStatic, kPsycopg };
+// record shared by every checkout (static_core.hpp): PoolCore refuses them. kPgbouncer is
+// QueuePools whose connections go to pgbouncer (pgbouncer_core.hpp): a PoolCore takes it as
+// kQueuePool only.
+enum class Policy { kQueuePool, kNull, kHikari, kStatic, kPsycopg, kPgbouncer };
 
 struct PoolConfig {
   int pool_size = 5;      // pool.size: idle connections kept; 0 = no limit

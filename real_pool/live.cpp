@@ -124,11 +124,11 @@ class LiveRun {
     }
     if (s.connect_fail > 0)
       refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
-    if (s.pool.policy == Policy::kHikari || s.pool.policy == Policy::kStatic ||
-        s.pool.policy == Policy::kPsycopg) {
-      const char* const name = s.pool.policy == Policy::kHikari    ? "HikariCP's pool"
-                               : s.pool.policy == Policy::kPsycopg ? "psycopg_pool"
-                                                                   : "StaticPool";
+    if (s.pool.policy != Policy::kQueuePool && s.pool.policy != Policy::kNull) {
+      const char* const name = s.pool.policy == Policy::kHikari      ? "HikariCP's pool"
+                               : s.pool.policy == Policy::kPsycopg   ? "psycopg_pool"
+                               : s.pool.policy == Policy::kPgbouncer ? "pgbouncer"
+                                                                     : "StaticPool";
       refuse(s, "pool.policy",
              std::string(name) +
                  " runs in the simulator only so far (the real pool runs queuepool and null; "

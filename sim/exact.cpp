@@ -44,6 +44,11 @@ void require_markovian(const Scenario& s) {
     not_exact(s, "pool.policy",
               no + "HikariCP grows its pool one background connect at a time; simulate it");
   }
+  if (s.pool.policy == Policy::kPgbouncer) {
+    not_exact(s, "pool.policy",
+              no + "pgbouncer puts a second queue (its servers) behind each app pool; "
+                   "simulate it");
+  }
   if (s.pool.policy == Policy::kPsycopg) {
     not_exact(s, "pool.policy",
               no + "psycopg_pool grows its pool one connect at a time while clients wait; "

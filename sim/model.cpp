@@ -23,6 +23,16 @@
 //    one query in flight; psycopg2 locks the connection for each execute), so requests take
 //    turns on it, oldest first, from checkout to the end of their reset. The wait for a turn
 //    is reported as the request's wait.
+//  - With pool.policy = pgbouncer each process's QueuePool connects to pgbouncer (a set-up of
+//    pgbouncer.connect: pgbouncer logs clients in itself) and one pgbouncer in transaction
+//    pooling serves them all: a request that has its client connection then waits for one of
+//    pgbouncer's server connections, holds it for its statements and its reset (the ROLLBACK
+//    ends the transaction), and gives it back. The request's wait runs from checkout to the
+//    server's grant. pgbouncer's logins are the server's connects (database.connect, refused
+//    beyond database.max_connections); its server_check_query is a database.ping. The server
+//    counts pgbouncer's servers only; the connections in the result are the app's. A client
+//    pgbouncer refuses (query_wait_timeout, a failing login) is disconnected, which SQLAlchemy
+//    takes as a disconnect: its pool is invalidated.
 //  - Requests still in flight at the end run on to their outcome, which is counted. A pool
 //    that works in the background (pool.policy = hikari, psycopg) stops its own timers then,
 //    once no request waits on them (for a connection, or between psycopg.check's tries).
@@ -38,6 +48,7 @@
 
 #include "pool_model/hikari_core.hpp"
 #include "pool_model/overloaded.hpp"
+#include "pool_model/pgbouncer_core.hpp"
 #include "pool_model/pool_core.hpp"
 #include "pool_model/psycopg_core.hpp"
 #include "pool_model/ring_queue.hpp"
@@ -57,9 +68,11 @@ enum class Kind : std::uint8_t {
   kSetupDone,        // a connection set-up finished (a = slot, b = SetupKind)
   kSharedSetupDone,  // the shared set-up with the least work left finished (a = generation)
   kPingDone,         // a pre-ping round trip finished (a = slot, b = 1 if the connection was dead)
+  kTransaction,      // pgbouncer: a request with its app connection asks for a server (a = request)
   kHoldDone,         // a request finished using its connection (a = request, b = 1: it was dead)
   kResetDone,        // reset-on-return finished (a = request)
   kPoolTimer,        // the process's oldest waiter may have reached its deadline (a = generation)
+  kBouncerTimer,     // pgbouncer's janitor tick (a = generation)
   kServerIdleClose,  // idle_session_timeout for an idle connection (a = conn, b = idle generation)
   kDrop,             // a random silent drop (a = conn, b = life)
   kOutageStart,
@@ -70,10 +83,13 @@ enum class Kind : std::uint8_t {
 
 // kSetupDone's b: the kind in the low byte, the server epoch (outages so far) above it, so a
 // set-up that an outage interrupted is known as dead when it finishes.
-enum SetupKind : std::uint64_t { kNormal = 0, kRefused = 1, kServerDown = 2 };
+// kToBouncer: an app connection's set-up to pgbouncer, which the server never sees.
+enum SetupKind : std::uint64_t { kNormal = 0, kRefused = 1, kServerDown = 2, kToBouncer = 3 };
 enum Cause : int { kCauseConnectFailed = 1, kCauseTooManyConnections = 2 };
 
 constexpr std::uint32_t kNoClient = ~0u;
+// The "process" of pgbouncer's own events and set-ups (pool.policy = pgbouncer).
+constexpr std::uint32_t kBouncer = ~0u;
 
 // The event queue's FIFO lanes (see engine.hpp): streams whose events come in time order.
 enum Lane : std::size_t {
@@ -93,6 +109,8 @@ struct Request {
   std::size_t sample = 0;        // its entry in Samples, when they are kept
   SlotId slot{};
   ConnId conn{};
+  bool on_server = false;  // pgbouncer: it has a server, server_slot, for its transaction
+  SlotId server_slot{};
 };
 
 struct Conn {
@@ -161,7 +179,9 @@ template <typename Core>
 Core make_core(const Scenario& s, int replication, std::uint32_t process);
 template <>
 PoolCore make_core<PoolCore>(const Scenario& s, int, std::uint32_t) {
-  return PoolCore(s.pool);
+  PoolConfig config = s.pool;
+  if (config.policy == Policy::kPgbouncer) config.policy = Policy::kQueuePool;  // the app's pool
+  return PoolCore(config);
 }
 template <>
 StaticCore make_core<StaticCore>(const Scenario& s, int, std::uint32_t) {
@@ -217,6 +237,7 @@ class Simulation {
     for (int i = 0; i < s.processes; ++i) {
       processes_.emplace_back(make_core<Core>(s, replication, static_cast<std::uint32_t>(i)));
     }
+    if (s.pool.policy == Policy::kPgbouncer) bouncer_.emplace(s.pgbouncer);
   }
 
   ReplicationStats run() {
@@ -235,6 +256,10 @@ class Simulation {
         processes_[p].core.start(Instant{});
         drain(p);
       }
+    }
+    if (bouncer_) {
+      bouncer_->start(Instant{});
+      drain_bouncer();
     }
     if (s_.arrival == Arrival::kClosed) {
       for (int c = 0; c < s_.clients; ++c) {
@@ -291,6 +316,7 @@ class Simulation {
         feed(e.process, PingResult{SlotId{static_cast<std::uint32_t>(e.a)},
                                    e.b ? PingOutcome::kDisconnect : PingOutcome::kOk, 0});
         return;
+      case Kind::kTransaction: feed(kBouncer, CheckoutRequested{RequestId{e.a}}); return;
       case Kind::kHoldDone: hold_done(static_cast<std::uint32_t>(e.a), e.b != 0); return;
       case Kind::kResetDone: reset_done(static_cast<std::uint32_t>(e.a)); return;
       case Kind::kPoolTimer: {
@@ -301,6 +327,12 @@ class Simulation {
         drain(e.process);
         return;
       }
+      case Kind::kBouncerTimer:
+        if (e.a != bouncer_timer_gen_) return;  // superseded
+        bouncer_timer_at_.reset();
+        bouncer_->handle_timeout(now_);
+        drain_bouncer();
+        return;
       case Kind::kServerIdleClose: {
         Conn& c = conns_[e.a];
         if (c.idle && c.idle_gen == e.b && c.on_server) {
@@ -406,8 +438,60 @@ class Simulation {
   // ---- driving the pools ------------------------------------------------------------------------
 
   void feed(std::uint32_t process, const Event& event) {
+    if (process == kBouncer) {
+      bouncer_->handle(now_, event);
+      drain_bouncer();
+      return;
+    }
     processes_[process].core.handle(now_, event);
     drain(process);
+  }
+
+  // pgbouncer's actions: its logins and closes are the server's connections, its checks round
+  // trips, its grants start a transaction's statements.
+  void drain_bouncer() {
+    while (auto action = bouncer_->poll_action()) {
+      std::visit(Overloaded{
+                     [&](const OpenConnection& a) { open_connection(kBouncer, a.slot); },
+                     [&](const CloseConnection&) { set_server_count(server_count_ - 1); },
+                     [&](const Ping& a) {
+                       schedule_after_ping(Kind::kPingDone, kBouncer,
+                                           static_cast<std::uint64_t>(a.slot), 0);
+                     },
+                     [&](const Grant& a) {
+                       Request& r = requests_[static_cast<std::uint64_t>(a.request)];
+                       r.on_server = true;
+                       r.server_slot = a.slot;
+                       start_hold(static_cast<std::uint32_t>(a.request));
+                     },
+                     [&](const Fail& a) {
+                       // pgbouncer disconnects the client: SQLAlchemy sees a disconnect.
+                       const Request& r = requests_[static_cast<std::uint64_t>(a.request)];
+                       in_use_.set(now_, --in_use_count_);
+                       feed(r.process, DisconnectDetected{r.slot});
+                       failed(a);
+                     },
+                     [&](const Reset&) {},
+                     [&](const Notify&) {},
+                 },
+                 *action);
+    }
+    // After the end its janitor stops once no transaction waits for a server.
+    if (now_ >= end_ && bouncer_->status().cl_waiting == 0) return;
+    if (auto tick = bouncer_->poll_timeout();
+        tick && (!bouncer_timer_at_ || *tick < *bouncer_timer_at_)) {
+      bouncer_timer_at_ = std::max(*tick, now_);
+      queue_.schedule(*bouncer_timer_at_, Kind::kBouncerTimer, 0, ++bouncer_timer_gen_);
+    }
+  }
+
+  // pgbouncer: the transaction of request `id` has ended (its statements and its reset), so
+  // its server goes back to pgbouncer.
+  void end_transaction(std::uint32_t id) {
+    Request& r = requests_[id];
+    if (!bouncer_ || !r.on_server) return;
+    r.on_server = false;
+    feed(kBouncer, Returned{r.server_slot});
   }
 
   void drain(std::uint32_t p) {
@@ -473,7 +557,7 @@ class Simulation {
     Request& r = requests_[id];
     r.slot = g.slot;
     r.conn = g.conn;
-    record_wait(r);
+    if (!bouncer_) record_wait(r);  // with pgbouncer the wait ends at the server's grant
     in_use_.set(now_, ++in_use_count_);
     Conn& c = conns_[static_cast<std::uint64_t>(g.conn)];
     if (is_dead(c)) {  // the first statement fails after a round trip
@@ -482,6 +566,17 @@ class Simulation {
       return;
     }
     stop_idle(c);
+    if (bouncer_) {  // its first statement asks pgbouncer for a server (an event: no nesting)
+      queue_.schedule(now_, Kind::kTransaction, r.process, id);
+      return;
+    }
+    start_hold(id);
+  }
+
+  // A request has its connection (with pgbouncer: its server too): its statements run.
+  void start_hold(std::uint32_t id) {
+    Request& r = requests_[id];
+    if (bouncer_) record_wait(r);
     const Duration hold = r.hold ? *r.hold : s_.service.sample(service_);
     queue_.schedule(later(hold), Kind::kHoldDone, r.process, id, 0);
   }
@@ -510,6 +605,7 @@ class Simulation {
     Request& r = requests_[id];
     Conn& c = conns_[static_cast<std::uint64_t>(r.conn)];
     if (dead_at_grant || c.dead) {
+      end_transaction(id);
       in_use_.set(now_, --in_use_count_);
       if (r.counted) {
         ++stats_.disconnect;
@@ -524,7 +620,10 @@ class Simulation {
     current_request_ = id;
     reset_scheduled_ = false;
     feed(r.process, Returned{r.slot});
-    if (!reset_scheduled_) complete(id);
+    if (!reset_scheduled_) {
+      end_transaction(id);
+      complete(id);
+    }
   }
 
   void reset_done(std::uint32_t id) {
@@ -532,6 +631,7 @@ class Simulation {
     Conn& c = conns_[static_cast<std::uint64_t>(r.conn)];
     const bool dead = c.dead;
     if (!dead) start_idle(static_cast<std::uint32_t>(r.conn));
+    end_transaction(id);  // the ROLLBACK ends the transaction: the server goes back first
     feed(r.process, ResetDone{r.slot, r.conn, dead ? ResetOutcome::kFailed : ResetOutcome::kOk});
     complete(id);
   }
@@ -590,6 +690,11 @@ class Simulation {
   // ---- the database and the network ------------------------------------------------------------
 
   void open_connection(std::uint32_t p, SlotId slot) {
+    if (bouncer_ && p != kBouncer) {  // an app connection to pgbouncer: the server sees none
+      queue_.schedule(later(s_.bouncer_connect.sample(connect_)), Kind::kSetupDone, p,
+                      static_cast<std::uint64_t>(slot), kToBouncer);
+      return;
+    }
     if (s_.connect_sharing == ConnectSharing::kQueue && s_.connect_capacity > 0 &&
         setups_running_ >= s_.connect_capacity) {
       setup_queue_.push_back(Setup{p, slot});
@@ -648,6 +753,10 @@ class Simulation {
   }
 
   void setup_done(std::uint32_t p, SlotId slot, std::uint64_t kind, std::uint64_t epoch) {
+    if (kind == kToBouncer) {
+      feed(p, ConnectSucceeded{slot, ConnId{new_conn(p)}});
+      return;
+    }
     if (kind != kServerDown) {
       --setups_running_;
       // The queued set-ups that now fit. One that meets a server down is refused at once and
@@ -677,6 +786,18 @@ class Simulation {
       feed(p, ConnectFailed{slot, kCauseConnectFailed});
       return;
     }
+    if (p == kBouncer) {  // a server of pgbouncer's: the app's connections do not count it
+      feed(kBouncer, ConnectSucceeded{slot, ConnId{++server_conns_}});
+      return;
+    }
+    const std::uint32_t id = new_conn(p);
+    conns_[id].on_server = true;
+    if constexpr (kBackgroundConnects) start_idle(id);  // a grant ends it at once
+    feed(p, ConnectSucceeded{slot, ConnId{id}});
+  }
+
+  // A connection of process p's pool has just been opened.
+  std::uint32_t new_conn(std::uint32_t p) {
     const std::uint32_t id = conns_.acquire();
     Conn& c = conns_[id];
     // A reused slot keeps counting its generations, so timers of its previous connection
@@ -687,7 +808,6 @@ class Simulation {
     c.life = life;
     c.idle_gen = idle_gen;
     c.process = p;
-    c.on_server = true;
     c.open_index = static_cast<std::uint32_t>(open_ids_.size());
     open_ids_.push_back(id);
     open_.set(now_, static_cast<double>(open_ids_.size()));
@@ -696,8 +816,7 @@ class Simulation {
       queue_.schedule(later(seconds(drops_.exponential(3600.0 / s_.drop_rate))), Kind::kDrop, 0, id,
                       life);
     }
-    if constexpr (kBackgroundConnects) start_idle(id);  // a grant ends it at once
-    feed(p, ConnectSucceeded{slot, ConnId{id}});
+    return id;
   }
 
   void close_connection(ConnId conn) {
@@ -762,6 +881,10 @@ class Simulation {
 
   EventQueue<Kind> queue_;
   std::vector<Process<Core>> processes_;
+  std::optional<PgbouncerCore> bouncer_;  // pool.policy = pgbouncer: shared by every process
+  std::optional<Instant> bouncer_timer_at_;
+  std::uint64_t bouncer_timer_gen_ = 0;
+  std::uint64_t server_conns_ = 0;  // pgbouncer's servers opened so far: their ConnIds
   Slab<Request> requests_;
   Slab<Conn> conns_;
   std::vector<std::uint32_t> open_ids_;  // open connections, client side

@@ -241,6 +241,11 @@ std::string render_table(const Json& r) {
     } else if (policy == "static") {
       out << "StaticPool (one connection shared by every checkout)";
     } else {
+      if (policy == "pgbouncer") {
+        out << "pgbouncer default_pool_size " << cfg("pgbouncer.default_pool_size")
+            << " (reserve " << cfg("pgbouncer.reserve_pool_size") << "), query_wait_timeout "
+            << cfg("pgbouncer.query_wait_timeout") << ", in front of each process's ";
+      }
       out << "pool " << cfg("pool.size") << " + " << cfg("pool.max_overflow")
           << " overflow, timeout " << cfg("pool.timeout");
     }

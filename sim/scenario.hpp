@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pool_model/hikari_core.hpp"
+#include "pool_model/pgbouncer_core.hpp"
 #include "pool_model/psycopg_core.hpp"
 #include "pool_model/pool_config.hpp"
 #include "sim/distribution.hpp"
@@ -46,6 +47,8 @@ struct Scenario {
   PoolConfig pool;      // pool.*
   HikariConfig hikari;    // hikari.*, for pool.policy = hikari (its seed is set per pool)
   PsycopgConfig psycopg;  // psycopg.*, for pool.policy = psycopg (its seed is set per pool)
+  PgbouncerConfig pgbouncer;    // pgbouncer.*, for pool.policy = pgbouncer
+  Distribution bouncer_connect;  // pgbouncer.connect: an app connection's set-up to pgbouncer
 
   Arrival arrival = Arrival::kPoisson;
   double rate = 100;       // per second, all processes together
@@ -101,8 +104,8 @@ struct OptionInfo {
 extern const std::vector<OptionInfo> kOptions;
 
 // Whether `key` is a setting of pool design `policy`: hikari.* only of hikari, psycopg.* only
-// of psycopg; pool.size, max_overflow, timeout and use_lifo not of null or static; of pool.*
-// only policy and reset_on_return of hikari and psycopg. make_scenario refuses a given option that does not apply.
+// of psycopg, pgbouncer.* only of pgbouncer; pool.size, max_overflow, timeout and use_lifo not
+// of null or static; of pool.* only policy and reset_on_return of hikari and psycopg. make_scenario refuses a given option that does not apply.
 bool option_applies(Policy policy, std::string_view key);
 
 // Thrown for bad input; what() is one line naming the key, the value and what is allowed.

@@ -248,6 +248,11 @@ SizeAnswer size_pool(const Scenario& base, const std::vector<Target>& targets, i
     throw ScenarioError("pool.policy = hikari: size searches pool.size of a queuepool; for "
                         "HikariCP sweep hikari.maximum_pool_size");
   }
+  if (base.pool.policy == Policy::kPgbouncer) {
+    throw ScenarioError("pool.policy = pgbouncer: size searches pool.size of a queuepool "
+                        "connected to the server; for pgbouncer sweep "
+                        "pgbouncer.default_pool_size");
+  }
   if (base.pool.policy == Policy::kPsycopg) {
     throw ScenarioError("pool.policy = psycopg: size searches pool.size of a queuepool; for "
                         "psycopg_pool sweep psycopg.max_size");

@@ -31,7 +31,9 @@ _DURATIONS = {
     "workload.burst_off", "workload.period", "database.idle_session_timeout",
     "network.idle_drop_after", "hikari.connection_timeout", "hikari.idle_timeout",
     "hikari.max_lifetime", "hikari.keepalive_time", "psycopg.timeout", "psycopg.max_idle",
-    "psycopg.max_lifetime", "psycopg.reconnect_timeout",
+    "psycopg.max_lifetime", "psycopg.reconnect_timeout", "pgbouncer.reserve_pool_timeout",
+    "pgbouncer.server_idle_timeout", "pgbouncer.server_lifetime", "pgbouncer.query_wait_timeout",
+    "pgbouncer.server_login_retry", "pgbouncer.server_check_delay",
 }
 
 

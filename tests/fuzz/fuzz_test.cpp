@@ -494,6 +494,17 @@ const std::vector<OptionKind>& option_kinds() {
       {"psycopg.reconnect_timeout", K::kDuration},
       {"psycopg.num_workers", K::kInteger, 1, 4},
       {"psycopg.check", K::kBool},
+      {"pgbouncer.default_pool_size", K::kInteger, 1, 20},
+      {"pgbouncer.min_pool_size", K::kInteger, 0, 10},
+      {"pgbouncer.reserve_pool_size", K::kInteger, 0, 5},
+      {"pgbouncer.reserve_pool_timeout", K::kDuration},
+      {"pgbouncer.server_idle_timeout", K::kDuration},
+      {"pgbouncer.server_lifetime", K::kDuration},
+      {"pgbouncer.query_wait_timeout", K::kDuration},
+      {"pgbouncer.server_login_retry", K::kDuration},
+      {"pgbouncer.server_check_delay", K::kDuration},
+      {"pgbouncer.max_db_connections", K::kInteger, 0, 30},
+      {"pgbouncer.connect", K::kDistribution},
       {"workload.arrival",
        K::kWord,
        0,
@@ -578,13 +589,15 @@ class ScenarioGenerator {
     // The pool design first: the keys of the others are refused with it, so they come only
     // as often as other wild input does.
     const auto policy = r_.one_of({Policy::kQueuePool, Policy::kQueuePool, Policy::kNull,
-                                   Policy::kHikari, Policy::kStatic, Policy::kPsycopg});
+                                   Policy::kHikari, Policy::kStatic, Policy::kPsycopg,
+                                   Policy::kPgbouncer});
     if (policy != Policy::kQueuePool || r_.chance(include)) {
-      entries.emplace_back("pool.policy", policy == Policy::kNull      ? "null"
-                                          : policy == Policy::kHikari  ? "hikari"
-                                          : policy == Policy::kStatic  ? "static"
-                                          : policy == Policy::kPsycopg ? "psycopg"
-                                                                       : "queuepool");
+      entries.emplace_back("pool.policy", policy == Policy::kNull        ? "null"
+                                          : policy == Policy::kHikari    ? "hikari"
+                                          : policy == Policy::kStatic    ? "static"
+                                          : policy == Policy::kPsycopg   ? "psycopg"
+                                          : policy == Policy::kPgbouncer ? "pgbouncer"
+                                                                         : "queuepool");
     }
     for (const OptionKind& o : option_kinds()) {
       const std::string_view key = o.key;
@@ -927,6 +940,8 @@ sim::Scenario bounded(sim::Scenario s, double requests) {
   if (s.pool.policy == Policy::kPsycopg) {
     cycles_per_second += s.processes / to_seconds(s.psycopg.max_idle);
   }
+  // pgbouncer's janitor may tick three times a second (refilling min_pool_size, say).
+  if (s.pool.policy == Policy::kPgbouncer) cycles_per_second += 3;
   double factor = 1;
   if (per_second * seconds > requests) factor = requests / (per_second * seconds);
   if (cycles_per_second * seconds * factor > kMaxCycles) {

@@ -375,10 +375,10 @@ def test_options_frame_matches_the_command_line_help(binary):
 def test_every_option_keyword_is_accepted_with_its_default():
     """Each keyword spelling from options() runs, and its default changes nothing.
 
-    hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool, and
-    psycopg.* on a psycopg_pool."""
+    hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool,
+    psycopg.* on a psycopg_pool and pgbouncer.* behind pgbouncer."""
     frame = poolsim.options()
-    policies = ("queuepool", "hikari", "psycopg")
+    policies = ("queuepool", "hikari", "psycopg", "pgbouncer")
     reference = {policy: without(poolsim.simulate(duration="1s", pool_policy=policy).to_dict(),
                                  "wall_s")
                  for policy in policies}
@@ -389,7 +389,7 @@ def test_every_option_keyword_is_accepted_with_its_default():
         policy = prefix if prefix in policies else "queuepool"
         r = poolsim.simulate(duration="1s", pool_policy=policy, **{keyword: default})
         assert without(r.to_dict(), "wall_s") == reference[policy], keyword
-    assert len({str(reference[p]) for p in policies}) == 3
+    assert len({str(reference[p]) for p in policies}) == len(policies)
 
 
 def test_hikari_policy_reproduces_hikaricps_spike(tmp_path):

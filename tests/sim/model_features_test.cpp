@@ -335,11 +335,7 @@ TEST_F(ModelFeatures, HikariServesAFiftyThreadSpikeWithFiveConnectionsWhereOther
 TEST_F(ModelFeatures, PsycopgFixedSizePoolIsAnMMcQueue) {
   const double lambda = 300, mu = 100;
   const int c = 4;
-  const double a = lambda / mu;
-  double b = 1;  // Erlang B by its recursion, then C from it
-  for (int k = 1; k <= c; ++k) b = a * b / (k + a * b);
-  const double rho = a / c;
-  const double erlang_c = b / (1 - rho * (1 - b));
+  const double erlang_c = sim::erlang_c(c, lambda / mu);  // anchored to a textbook value in analytic_test
   const Json r = run({{"duration", "2h"},
                       {"warmup", "10s"},
                       {"workload.rate", "300"},
@@ -432,6 +428,105 @@ TEST_F(ModelFeatures, HikariRefillsToMinimumIdleInTheBackgroundAndRetiresIdleOne
   // Without idle retirement (minimumIdle = maximumPoolSize, HikariCP's default) none closes.
   hikari["hikari.minimum_idle"] = "max";
   EXPECT_EQ(conn(run(hikari), "closed"), 0);
+}
+
+// pgbouncer's servers with free costs and an app pool that never makes anyone wait are an
+// M/M/c queue of their own: transactions wait for one of default_pool_size servers, oldest
+// first. Poisson 300/s, exponential 10 ms holds, 4 servers: Erlang C as for psycopg above.
+// The server sees pgbouncer's 4, whatever the app holds open; 8 processes each with their own
+// QueuePool 5 + 10 open many more connections, to pgbouncer only.
+TEST_F(ModelFeatures, PgbouncerIsAnMMcQueueOfServersSharedByEveryProcess) {
+  const double lambda = 300, mu = 100;
+  const int c = 4;
+  const double expected = erlang_c(c, lambda / mu);
+  const Options free = {{"duration", "30min"},
+                        {"warmup", "10s"},
+                        {"workload.rate", "300"},
+                        {"workload.service", "exp:10ms"},
+                        {"database.connect", "const:0s"},
+                        {"database.reset", "const:0s"},
+                        {"database.ping", "const:0s"},
+                        {"pool.policy", "pgbouncer"},
+                        {"pool.size", "50"},
+                        {"pool.max_overflow", "0"},
+                        {"pgbouncer.connect", "const:0s"},
+                        {"pgbouncer.default_pool_size", "4"}};
+  const Json r = run(free);
+  EXPECT_EQ(count(r, "completed"), count(r, "requests"));
+  EXPECT_EQ(conn(r, "peak_server"), 4);
+  expect_within_band(r["p_wait"].get<double>(), expected, 0.006, "P(wait > 0) of M/M/4");
+  expect_within_band(wait(r, "mean"), 1000.0 * expected / (c * mu - lambda), 0.12,
+                     "mean wait of M/M/4, ms");
+
+  Options processes = free;
+  processes["duration"] = "60s";
+  processes["warmup"] = "0s";
+  processes["app.processes"] = "8";
+  processes.erase("pool.size");
+  processes.erase("pool.max_overflow");
+  const Json shared = run(processes);
+  EXPECT_EQ(conn(shared, "peak_server"), 4);
+  EXPECT_GT(conn(shared, "peak"), 8);  // every process opens its own to pgbouncer
+  Options direct = processes;
+  for (const char* key : {"pool.policy", "pgbouncer.connect", "pgbouncer.default_pool_size"}) {
+    direct.erase(key);
+  }
+  EXPECT_GT(conn(run(direct), "peak_server"), 8);  // without pgbouncer the server sees them all
+}
+
+// Five transactions at 1.0 s that hold 10 s; default_pool_size 2, reserve_pool_size 1 after
+// reserve_pool_timeout 1 s, query_wait_timeout 3 s, 100 ms server logins, free app connects.
+// pgbouncer logs in one server at a time: the first two transactions get theirs at 1.1 s and
+// 1.2 s. The third has waited 1 s at 2.0 s; the janitor (ticks every 333333 us from the start)
+// sees it at tick 7, 2.333331 s, and logs in the reserve: its server is up at 2.433331 s. The
+// last two are still waiting at tick 13, 4.333329 s, past 3 s: refused (timeouts), and their
+// app connections are gone with them.
+TEST_F(ModelFeatures, PgbouncerReservePoolAndQueryWaitTimeoutAtTheJanitorsTicks) {
+  std::string trace;
+  for (int i = 0; i < 5; ++i) trace += "1.000,10.000\n";
+  const Json r = run({{"duration", "15s"},
+                      {"workload.arrival", "trace"},
+                      {"workload.trace", write("five.csv", trace)},
+                      {"database.connect", "const:100ms"},
+                      {"database.reset", "const:0s"},
+                      {"pool.policy", "pgbouncer"},
+                      {"pgbouncer.connect", "const:0s"},
+                      {"pgbouncer.default_pool_size", "2"},
+                      {"pgbouncer.reserve_pool_size", "1"},
+                      {"pgbouncer.reserve_pool_timeout", "1s"},
+                      {"pgbouncer.query_wait_timeout", "3s"}});
+  EXPECT_EQ(count(r, "requests"), 5u);
+  EXPECT_EQ(count(r, "completed"), 3u);
+  EXPECT_EQ(count(r, "timeouts"), 2u);
+  EXPECT_EQ(errors(r), 0u);
+  EXPECT_EQ(conn(r, "peak_server"), 3);
+  EXPECT_EQ(conn(r, "peak"), 5);
+  EXPECT_GE(conn(r, "closed"), 2);  // the two refused clients' connections
+  EXPECT_NEAR(wait(r, "mean"), (100 + 200 + 1433.331 + 2 * 3333.329) / 5, 1e-6);
+  EXPECT_NEAR(wait(r, "max"), 3333.329, 1e-6);
+}
+
+TEST_F(ModelFeatures, PgbouncerOptionsAndWhatItDoesNotModelYetAreRefused) {
+  EXPECT_EQ(refusal({{"pool.policy", "pgbouncer"}}), "(no error)");
+  for (const char* policy : {"queuepool", "null", "hikari", "psycopg"}) {
+    const std::string why =
+        refusal({{"pool.policy", policy}, {"pgbouncer.default_pool_size", "4"}});
+    EXPECT_NE(why.find("pgbouncer.default_pool_size"), std::string::npos) << why;
+    EXPECT_NE(why.find("pool.policy = pgbouncer only"), std::string::npos) << why;
+  }
+  for (const auto& [key, value] : Options{{"pool.pre_ping", "true"},
+                                          {"network.drop_rate", "10"},
+                                          {"network.idle_drop_after", "1s"},
+                                          {"network.connect_fail", "0.1"},
+                                          {"database.outages", "1s+1s"},
+                                          {"database.idle_session_timeout", "1min"},
+                                          {"pgbouncer.min_pool_size", "30"},
+                                          {"pgbouncer.default_pool_size", "0"},
+                                          {"pgbouncer.server_lifetime", "-1s"}}) {
+    const std::string why = refusal({{"pool.policy", "pgbouncer"}, {key, value}});
+    EXPECT_NE(why.find(key), std::string::npos) << key << "=" << value << ": " << why;
+    EXPECT_NE(why.find(value), std::string::npos) << key << "=" << value << ": " << why;
+  }
 }
 
 TEST_F(ModelFeatures, NullPoolConnectsForEveryRequestAndClosesOnReturn) {
