@@ -12,6 +12,7 @@ packages=(
   python3-numpy python3-pandas python3-matplotlib python3-pytest
   python3-nbclient python3-ipykernel python3-nbformat
   python3-sqlalchemy python3-psycopg2 python3-distributed
+  python3-psycopg python3-psycopg-pool
 )
 
 missing=()

@@ -64,7 +64,7 @@ def _wrap(value: Any) -> Any:
 
 
 class Result(Section):
-    """The result of ``simulate``, ``analytic``, ``live`` or ``sqlalchemy_live``.
+    """The result of ``simulate``, ``analytic``, ``live``, ``sqlalchemy_live`` or ``psycopg_live``.
 
     Fields are those of DESIGN.md's result schema, as attributes (``result.p_wait``,
     ``result.wait_ms.p99``, ``result.connections.peak_server``) or items. ``samples`` holds the
