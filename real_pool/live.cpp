@@ -124,15 +124,11 @@ class LiveRun {
     }
     if (s.connect_fail > 0)
       refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
-    if (s.pool.policy != Policy::kQueuePool && s.pool.policy != Policy::kNull) {
-      const char* const name = s.pool.policy == Policy::kHikari      ? "HikariCP's pool"
-                               : s.pool.policy == Policy::kPsycopg   ? "psycopg_pool"
-                               : s.pool.policy == Policy::kPgbouncer ? "pgbouncer"
-                                                                     : "StaticPool";
+    if (s.pool.policy == Policy::kStatic || s.pool.policy == Policy::kPgbouncer) {
       refuse(s, "pool.policy",
-             std::string(name) +
-                 " runs in the simulator only so far (the real pool runs queuepool and null; "
-                 "sqlalchemy_live runs static on the real SQLAlchemy)");
+             std::string(s.pool.policy == Policy::kPgbouncer ? "pgbouncer" : "StaticPool") +
+                 " runs in the simulator only so far (the real pool runs queuepool, null, "
+                 "hikari and psycopg; sqlalchemy_live runs static on the real SQLAlchemy)");
     }
     const bool own = o.dsn == "auto";
     if (!own && !s.outages.empty()) {
@@ -169,8 +165,15 @@ class LiveRun {
           std::chrono::duration_cast<std::chrono::milliseconds>(s.idle_drop_after));
       pool_dsn += " host=127.0.0.1 port=" + std::to_string(proxy_->port());
     }
-    for (int p = 0; p < s.processes; ++p)
-      pools_.push_back(std::make_unique<PgPool>(pool_dsn, s.pool));
+    for (int p = 0; p < s.processes; ++p) {
+      if (s.pool.policy == Policy::kHikari) {
+        pools_.push_back(std::make_unique<PgPool>(pool_dsn, s.hikari));
+      } else if (s.pool.policy == Policy::kPsycopg) {
+        pools_.push_back(std::make_unique<PgPool>(pool_dsn, s.psycopg));
+      } else {
+        pools_.push_back(std::make_unique<PgPool>(pool_dsn, s.pool));
+      }
+    }
     busy_.assign(static_cast<std::size_t>(s.processes), 0);
   }
 
@@ -360,7 +363,7 @@ class LiveRun {
         double open = 0, in_use = 0;
         for (const auto& pool : pools_) {
           open += static_cast<double>(pool->open_connections());
-          in_use += static_cast<double>(pool->status().checkedout);
+          in_use += static_cast<double>(pool->in_use());
         }
         open_sum += open;
         in_use_sum += std::max(0.0, in_use);

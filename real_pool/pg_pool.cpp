@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <array>
+#include <deque>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -86,20 +88,124 @@ std::optional<std::optional<Duration>> conninfo_connect_timeout(const std::strin
   return found;
 }
 
+// The pool design the real pool runs: SQLAlchemy's QueuePool or NullPool (PoolCore), whose
+// every connect and ping is some checkout's, or HikariCP's or psycopg_pool's, which work in
+// the background too.
+class AnyCore {
+ public:
+  explicit AnyCore(PoolCore core) : core_(std::move(core)) {}
+  explicit AnyCore(HikariCore core) : core_(std::move(core)) {}
+  explicit AnyCore(PsycopgCore core) : core_(std::move(core)) {}
+
+  void start(Instant now) {
+    std::visit(Overloaded{[](PoolCore&) {}, [&](auto& c) { c.start(now); }}, core_);
+  }
+  void handle(Instant now, const Event& event) {
+    std::visit([&](auto& c) { c.handle(now, event); }, core_);
+  }
+  void handle_timeout(Instant now) {
+    std::visit([&](auto& c) { c.handle_timeout(now); }, core_);
+  }
+  std::optional<Action> poll_action() {
+    return std::visit([](auto& c) { return c.poll_action(); }, core_);
+  }
+  std::optional<Instant> poll_timeout() const {
+    return std::visit([](const auto& c) { return c.poll_timeout(); }, core_);
+  }
+  bool background() const { return !std::holds_alternative<PoolCore>(core_); }
+  // QueuePool's (nullptr for the others).
+  const PoolCore* queuepool() const { return std::get_if<PoolCore>(&core_); }
+  // The message of a checkout that timed out, as the library words it.
+  std::string timeout_message(std::int64_t overflow) const {
+    return std::visit(
+        Overloaded{
+            [&](const PoolCore& c) { return poolsim::timeout_message(c.config(), overflow); },
+            [](const HikariCore& c) {
+              return "Connection is not available, request timed out after " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        c.config().connection_timeout)
+                                        .count()) +
+                     "ms.";
+            },
+            [](const PsycopgCore& c) {
+              char seconds[32];
+              std::snprintf(seconds, sizeof seconds, "%.2f", to_seconds(c.config().timeout));
+              return std::string("couldn't get a connection after ") + seconds + " sec";
+            }},
+        core_);
+  }
+
+ private:
+  std::variant<PoolCore, HikariCore, PsycopgCore> core_;
+};
+
 }  // namespace
 
 class PoolState {
  public:
-  PoolState(std::string conninfo, const PoolConfig& config, std::optional<Duration> timeout)
+  template <typename Core>
+  PoolState(std::string conninfo, Core core, std::optional<Duration> timeout)
       : conninfo_(std::move(conninfo)),
         connect_timeout_(conninfo_connect_timeout(conninfo_).value_or(timeout)),
-        core_(config) {}
+        core_(std::move(core)) {}
 
   mutable std::mutex mutex;
-  PoolCore& core() { return core_; }
-  const PoolCore& core() const { return core_; }
+  AnyCore& core() { return core_; }
+  const AnyCore& core() const { return core_; }
   PgPool::Counters counters;  // guarded by mutex
   std::size_t open_connections() const { return conns_.size(); }
+  std::size_t in_use() const { return lent_.size(); }
+  void lend(ConnId id) { lent_.insert(id); }
+  void take_back(ConnId id) { lent_.erase(id); }
+  // The last background connect's error, for a checkout the core fails with kConnectFailed.
+  std::string background_error;
+  PoolError::Kind background_error_kind = PoolError::Kind::kConnectFailed;
+
+  // ---- the pool's own threads (background cores only) ----------------------------------------
+  // Work the core asked for that no checkout waits for: a connect or a keepalive check.
+  std::condition_variable background_wake;  // new work, a new timer, or stopping
+  bool stopping = false;
+  // One pass of a pool thread, mutex held (released during I/O). A worker runs one queued
+  // connect or check; the timer thread, which does no I/O but closes, runs the timers that are
+  // due, so a slow connect never delays a timeout. Else it sleeps until there is something to
+  // do. False once the pool is stopping.
+  bool background_step(std::unique_lock<std::mutex>& lock, bool runs_timers) {
+    if (stopping) return false;
+    if (!runs_timers && !background_.empty()) {
+      const Action action = background_.front();
+      background_.pop_front();
+      run_background(lock, action);
+      return true;
+    }
+    const std::optional<Instant> next = runs_timers ? core_.poll_timeout() : std::nullopt;
+    if (next && *next <= now()) {
+      Work work;
+      core_.handle_timeout(now());
+      drain(nullptr, work);
+      lock.unlock();
+      work.run_closes();
+      lock.lock();
+      return true;
+    }
+    if (next) {
+      background_wake.wait_until(lock, to_steady(*next));
+    } else {
+      background_wake.wait(lock);
+    }
+    return true;
+  }
+  // The pool is gone: its idle connections are closed (handles still out close theirs).
+  void close_idle(Work& work) {
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (lent_.count(it->first) != 0) {
+        ++it;
+        continue;
+      }
+      work.close(it->second);
+      ++counters.closed;
+      it = conns_.erase(it);
+    }
+  }
 
   // The one place the real pool reads a clock.
   static Instant steady_now() {
@@ -129,6 +235,12 @@ class PoolState {
     if (request.next != nullptr) request.next->prev = request.prev;
     if (requests_ == &request) requests_ = request.next;
     request.prev = request.next = nullptr;
+  }
+
+  // A background core opens: its first connects are queued for the pool's threads.
+  void start(Work& work) {
+    core_.start(now());
+    drain(nullptr, work);
   }
 
   // Feeds one input to the core and drains what it asks for (mutex held).
@@ -267,11 +379,61 @@ class PoolState {
     return ok ? Exec::kOk : Exec::kFailed;
   }
 
+  // A connect or a keepalive check of the pool's own, by a pool thread, outside the lock.
+  void run_background(std::unique_lock<std::mutex>& lock, const Action& action) {
+    Work work;
+    std::string error;
+    if (const auto* open = std::get_if<OpenConnection>(&action)) {
+      lock.unlock();
+      PGconn* conn = connect(error);
+      lock.lock();
+      if (stopping) {  // the pool is going away: nobody will use it
+        if (conn != nullptr) work.close(conn);
+      } else if (conn != nullptr) {
+        handle(ConnectSucceeded{open->slot, add_conn(conn)}, nullptr, work);
+      } else {
+        background_error = error;
+        background_error_kind = too_many_clients(error) ? PoolError::Kind::kTooManyConnections
+                                                        : PoolError::Kind::kConnectFailed;
+        handle(ConnectFailed{open->slot, static_cast<int>(background_error_kind)}, nullptr, work);
+      }
+    } else {
+      const Ping& ping = std::get<Ping>(action);
+      PGconn* conn = this->conn(ping.conn);
+      lock.unlock();
+      const PingOutcome outcome = this->ping(conn, error);
+      lock.lock();
+      ++counters.pings;
+      if (outcome != PingOutcome::kOk) ++counters.ping_failures;
+      handle(PingResult{ping.slot, outcome, 0}, nullptr, work);
+    }
+    lock.unlock();
+    work.run_closes();
+    lock.lock();
+  }
+
   void drain(Request* self, Work& work) {
+    bool woke = false;
+    const auto background = [&](const Action& a) {
+      background_.push_back(a);
+      woke = true;
+    };
     while (std::optional<Action> action = core_.poll_action()) {
       std::visit(Overloaded{
-                     [&](const OpenConnection& a) { answer(for_request(a.request), a, self); },
-                     [&](const Ping& a) { answer(for_request(a.request), a, self); },
+                     [&](const OpenConnection& a) {
+                       if (a.request) {
+                         answer(*a.request, a, self);
+                       } else {
+                         background(a);
+                       }
+                     },
+                     [&](const Ping& a) {
+                       if (a.request) {
+                         answer(*a.request, a, self);
+                       } else {
+                         background(a);
+                       }
+                     },
                      [&](const Grant& a) { answer(a.request, a, self); },
                      [&](const Fail& a) { answer(a.request, a, self); },
                      [&](const CloseConnection& a) { work.close(remove_conn(a.conn)); },
@@ -289,13 +451,12 @@ class PoolState {
                  },
                  *action);
     }
-  }
-
-  // The real pool runs QueuePool and NullPool, whose connects and pings are all some
-  // request's (background work of a pool of its own is a simulator policy so far).
-  static RequestId for_request(const std::optional<RequestId>& id) {
-    if (!id) broken("the core asked for background work the real pool does not do");
-    return *id;
+    // A background core's next timer may have moved with any input: its threads look again.
+    if (core_.background()) {
+      background_wake.notify_all();
+    } else if (woke) {
+      broken("QueuePool asked for background work");
+    }
   }
 
   void answer(RequestId id, const Answer& answer, Request* self) {
@@ -317,7 +478,9 @@ class PoolState {
 
   std::string conninfo_;
   std::optional<Duration> connect_timeout_;
-  PoolCore core_;
+  AnyCore core_;
+  std::deque<Action> background_;        // connects and checks for the pool's threads
+  std::unordered_set<ConnId> lent_;      // connections handed out
   Instant last_now_ = kNever;
   std::uint64_t last_request_ = 0;
   std::uint64_t last_conn_ = 0;
@@ -333,14 +496,52 @@ using detail::Request;
 using detail::Work;
 
 PgPool::PgPool(std::string conninfo, PoolConfig config, std::optional<Duration> connect_timeout)
-    : state_(std::make_shared<PoolState>(std::move(conninfo), config, connect_timeout)) {}
+    : state_(std::make_shared<PoolState>(std::move(conninfo), PoolCore(config), connect_timeout)) {}
+
+PgPool::PgPool(std::string conninfo, HikariConfig config, std::optional<Duration> connect_timeout)
+    : state_(
+          std::make_shared<PoolState>(std::move(conninfo), HikariCore(config), connect_timeout)) {
+  start_threads(1);  // HikariCP's connection adder
+}
+
+PgPool::PgPool(std::string conninfo, PsycopgConfig config, std::optional<Duration> connect_timeout)
+    : state_(
+          std::make_shared<PoolState>(std::move(conninfo), PsycopgCore(config), connect_timeout)) {
+  start_threads(config.num_workers);  // psycopg_pool's workers
+}
+
+void PgPool::start_threads(int count) {
+  PoolState& s = *state_;
+  Work work;
+  {
+    std::lock_guard lock(s.mutex);
+    s.start(work);
+  }
+  work.run_closes();
+  // `count` workers for connects and checks, and one for the timers (HikariCP's housekeeper
+  // and each waiter's own timeout; psycopg_pool's scheduler and waiters).
+  for (int i = 0; i <= count; ++i) {
+    threads_.emplace_back([&s, runs_timers = i == count] {
+      std::unique_lock lock(s.mutex);
+      while (s.background_step(lock, runs_timers)) {
+      }
+    });
+  }
+}
 
 PgPool::~PgPool() {
   Work work;
   {
     std::lock_guard lock(state_->mutex);
     state_->closed = true;
-    state_->handle(Disposed{}, nullptr, work);
+    state_->stopping = true;
+    state_->background_wake.notify_all();
+    if (!state_->core().background()) state_->handle(Disposed{}, nullptr, work);
+  }
+  for (std::thread& t : threads_) t.join();
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->close_idle(work);
   }
   work.run_closes();
 }
@@ -354,9 +555,12 @@ PgPool::Handle PgPool::checkout() {
   std::unique_lock lock(s.mutex);
   s.link(self);
   const Instant start = s.handle(CheckoutRequested{self.id}, &self, work);
+  // QueuePool's waiter keeps its own deadline; the background pools' timers end a wait.
   std::optional<Instant> deadline;
-  if (const auto& timeout = s.core().config().timeout; timeout && timeout->count() > 0) {
-    deadline = start + *timeout;
+  if (const PoolCore* queuepool = s.core().queuepool()) {
+    if (const auto& timeout = queuepool->config().timeout; timeout && timeout->count() > 0) {
+      deadline = start + *timeout;
+    }
   }
   for (;;) {
     if (!self.answer) {
@@ -377,6 +581,7 @@ PgPool::Handle PgPool::checkout() {
             [&](const Grant& a) -> std::optional<Handle> {
               PGconn* conn = s.conn(a.conn);
               s.unlink(self);
+              s.lend(a.conn);
               lock.unlock();
               work.run_closes();
               return Handle(state_, a.slot, a.conn, conn);
@@ -387,16 +592,18 @@ PgPool::Handle PgPool::checkout() {
               PoolError::Kind kind = PoolError::Kind::kTimeout;
               switch (a.failure) {
                 case Failure::kTimeout:
-                  message = timeout_message(s.core().config(), a.overflow);
+                  message = s.core().timeout_message(a.overflow);
                   break;
                 case Failure::kNegativeTimeout:
                   message = "pool.timeout is negative: every checkout at the limit fails";
                   break;
-                case Failure::kTooManyRequests:  // psycopg_pool's; the real pool runs SQLAlchemy's
-                  throw std::logic_error("PgPool: a SQLAlchemy pool failed with TooManyRequests");
+                case Failure::kTooManyRequests:  // psycopg's max_waiting, which live runs leave at 0
+                  message = "the pool already has max_waiting requests waiting";
+                  break;
                 case Failure::kConnectFailed:
-                  kind = error_kind;
-                  message = error;
+                  // A background core's connects are its threads': their last error.
+                  kind = error.empty() ? s.background_error_kind : error_kind;
+                  message = error.empty() ? s.background_error : error;
                   break;
                 case Failure::kPingError:
                   kind = PoolError::Kind::kPingError;
@@ -443,14 +650,18 @@ PgPool::Handle PgPool::checkout() {
 
 // Check-in, invalidation and disconnect of a granted connection.
 namespace {
+// The connection stays lent until the pool has it back, its reset included: a closing pool
+// closes only the connections nobody is using.
 void give_back(PoolState& s, const Event& event, ConnId conn_id) {
   Work work;
   {
     std::lock_guard lock(s.mutex);
     if (s.closed) {
+      s.take_back(conn_id);
       work.close(s.remove_conn(conn_id));
     } else {
       s.handle(event, nullptr, work);
+      if (!work.reset) s.take_back(conn_id);
     }
   }
   work.run_closes();
@@ -461,6 +672,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
   {
     std::lock_guard lock(s.mutex);
     ++s.counters.resets;
+    s.take_back(conn_id);
     if (s.closed) {  // the pool went away during the reset: nobody will check it out again
       work.close(s.remove_conn(reset.conn));
     } else {
@@ -514,7 +726,14 @@ PgPool::Handle& PgPool::Handle::operator=(Handle&& other) noexcept {
 
 PoolStatus PgPool::status() const {
   std::lock_guard lock(state_->mutex);
-  return state_->core().status();
+  const PoolCore* queuepool = state_->core().queuepool();
+  if (queuepool == nullptr) throw std::logic_error("PgPool::status() is QueuePool's");
+  return queuepool->status();
+}
+
+std::size_t PgPool::in_use() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->in_use();
 }
 
 PgPool::Counters PgPool::counters() const {
@@ -527,6 +746,10 @@ std::size_t PgPool::open_connections() const {
   return state_->open_connections();
 }
 
-const PoolConfig& PgPool::config() const { return state_->core().config(); }
+const PoolConfig& PgPool::config() const {
+  const PoolCore* queuepool = state_->core().queuepool();
+  if (queuepool == nullptr) throw std::logic_error("PgPool::config() is QueuePool's");
+  return queuepool->config();
+}
 
 }  // namespace poolsim::real_pool

@@ -17,6 +17,12 @@
 // does its own reset, and whoever's input made the core close a connection closes it.
 // A waiter sleeps on its own condition variable until its deadline, then tells the core
 // (WaitExpired), which answers with SQLAlchemy's TimeoutError or lets it create a connection.
+//
+// The same PgPool runs HikariCP's pool (HikariCore) and psycopg_pool's (PsycopgCore), which
+// connect in the background: the pool then has threads of its own, as they do (HikariCP's one
+// connection adder, psycopg_pool's num_workers workers). They open the connections, run the
+// keepalive checks and the pool's timers (timeouts, lifetimes, idle retirement, ShrinkPool);
+// a checkout just waits for its answer.
 #pragma once
 
 #include <libpq-fe.h>
@@ -27,10 +33,14 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "pool_model/events.hpp"
+#include "pool_model/hikari_core.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/pool_core.hpp"
+#include "pool_model/psycopg_core.hpp"
 
 namespace poolsim::real_pool {
 
@@ -62,8 +72,14 @@ class PgPool {
   // PoolCore refuses. Connects lazily, like QueuePool.
   PgPool(std::string conninfo, PoolConfig config,
          std::optional<Duration> connect_timeout = std::chrono::seconds(10));
-  // Closes every connection the pool holds. Handles still out stay usable and close their
-  // connection when released. No checkout may be in flight (that is a use-after-free).
+  // HikariCP's pool and psycopg_pool's: their threads start filling the pool at once.
+  PgPool(std::string conninfo, HikariConfig config,
+         std::optional<Duration> connect_timeout = std::chrono::seconds(10));
+  PgPool(std::string conninfo, PsycopgConfig config,
+         std::optional<Duration> connect_timeout = std::chrono::seconds(10));
+  // Stops the pool's threads (a connect in progress first finishes or times out) and closes
+  // every idle connection. Handles still out stay usable and close their connection when
+  // released. No checkout may be in flight (that is a use-after-free).
   ~PgPool();
   PgPool(const PgPool&) = delete;
   PgPool& operator=(const PgPool&) = delete;
@@ -100,7 +116,9 @@ class PgPool {
 
   // Blocks until a connection is granted; throws PoolError.
   Handle checkout();
+  // QueuePool's status(); std::logic_error for the other pools.
   PoolStatus status() const;
+  std::size_t in_use() const;  // connections handed out and not yet given back
 
   struct Counters {
     std::uint64_t opened = 0;         // successful connects
@@ -111,10 +129,14 @@ class PgPool {
   };
   Counters counters() const;
   std::size_t open_connections() const;  // connections the pool holds (idle + out)
+  // The QueuePool's settings; std::logic_error for the other pools.
   const PoolConfig& config() const;
 
  private:
+  void start_threads(int count);
+
   std::shared_ptr<detail::PoolState> state_;
+  std::vector<std::thread> threads_;  // the pool's own (HikariCP, psycopg_pool)
 };
 
 }  // namespace poolsim::real_pool

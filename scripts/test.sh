@@ -39,6 +39,15 @@ TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/poolsim live --dsn auto --duration=5
   --workload.rate=200 --pool.size=3 --pool.pre_ping=true --network.drop_rate=720 \
   --database.outages=2s+500ms --network.idle_drop_after=200ms --database.max_connections=20 \
   --format json --no-progress >/dev/null
+# HikariCP's and psycopg_pool's pools on the real pool: their own connect and timer threads,
+# with backends killed and (HikariCP) a server restart under them.
+TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/poolsim live --dsn auto --duration=3s \
+  --workload.rate=200 --pool.policy=hikari --hikari.maximum_pool_size=3 \
+  --hikari.connection_timeout=250ms --network.drop_rate=720 --database.outages=1s+500ms \
+  --format json --no-progress >/dev/null
+TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/poolsim live --dsn auto --duration=3s \
+  --workload.rate=200 --pool.policy=psycopg --psycopg.min_size=2 --psycopg.max_size=4 \
+  --psycopg.max_idle=1s --network.drop_rate=720 --format json --no-progress >/dev/null
 echo "poolsim live under ThreadSanitizer: clean"
 
 echo "== tests =="

@@ -300,16 +300,16 @@ def test_empty_dsn_is_the_command_lines_error(call, binary):
     assert str(info.value) == cli_error("live", "--dsn", "")
 
 
-# --- pool.policy = hikari runs in the simulator only: live runs refuse it before connecting ----
+# --- pool.policy = pgbouncer runs in the simulator only: live runs refuse it before connecting -
 
 @pytest.mark.parametrize("call", [
-    lambda: poolsim.live(pool_policy="hikari", dsn="postgresql://u:pw@127.0.0.1:1/x"),
-    lambda: poolsim.validate(pool_policy="hikari", dsn="postgresql://u:pw@127.0.0.1:1/x"),
+    lambda: poolsim.live(pool_policy="pgbouncer", dsn="postgresql://u:pw@127.0.0.1:1/x"),
+    lambda: poolsim.validate(pool_policy="pgbouncer", dsn="postgresql://u:pw@127.0.0.1:1/x"),
 ], ids=["live", "validate"])
-def test_live_runs_refuse_the_hikari_policy_as_the_command_line_does(call, binary):
+def test_live_runs_refuse_the_pgbouncer_policy_as_the_command_line_does(call, binary):
     with pytest.raises(ValueError) as info:
         call()
-    assert str(info.value) == cli_error("live", "--pool.policy=hikari",
+    assert str(info.value) == cli_error("live", "--pool.policy=pgbouncer",
                                         "--dsn=postgresql://u:pw@127.0.0.1:1/x")
     assert "simulator only" in str(info.value)
 

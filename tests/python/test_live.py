@@ -251,6 +251,29 @@ def test_validate_against_sqlalchemy(server):
     assert _wait_for_no_backends(server) == (0, 0)
 
 
+@pytest.mark.parametrize("design", [
+    dict(pool_policy="hikari", hikari_maximum_pool_size=4),
+    dict(pool_policy="psycopg", psycopg_min_size=2, psycopg_max_size=4),
+], ids=["hikari", "psycopg"])
+def test_validate_runs_the_background_pools_on_the_real_pool(server, design):
+    """HikariCore and PsycopgCore drive poolsim's real pool too, with threads of their own that
+    connect before anyone asks: the live run and the simulation of the same workload open the
+    same connections, and the server sees the pool's and no more. (Waits and latencies are
+    compared too, but a loaded test machine slows the live side: only the counts are asserted.)"""
+    v = poolsim.validate(dsn=server.dsn, duration="4s", warmup="1s", workload_rate=150,
+                         seed=3, **design)
+    assert v.live.config["pool.policy"] == design["pool_policy"]
+    assert v.live.requests > 0 and _accounted(v.live)
+    assert v.live.completed == v.live.requests
+    assert v.live.connections.peak_server <= 4
+    assert v.sim.connections.peak_server <= 4
+    frame = v.agreement_frame()
+    counts = ["connections.opened_per_s", "connections.mean_open", "connections.peak_server",
+              "timeouts", "errors"]
+    assert frame.loc[counts, "within"].all(), frame.to_string()
+    assert _wait_for_no_backends(server) == (0, 0)
+
+
 def test_validate_calibrates_through_what_it_runs(server):
     """--calibrate measures the server (connects alone and 8 at once) and, against SQLAlchemy,
     what a request costs through SQLAlchemy; the simulation uses exactly those figures."""

@@ -19,6 +19,11 @@
 // The rest (SQLAlchemy 1.4/2.0 pool_size 0 limits, dispose, detach, a negative timeout, a
 // connect slower than recycle, driver mistakes) are the core's alone, with no server-side
 // behaviour to check: the core test and the conformance replay cover them.
+//
+// HikariCore and PsycopgCore on the same PgPool, with its own threads (Hikari... and
+// Psycopg... tests): filling in the background before anyone asks, a returned connection
+// handed to a waiter, each library's timeout and its message, growth one connect at a time,
+// ShrinkPool, many threads at once, and a destructor that stops the threads and closes all.
 #include "real_pool/pg_pool.hpp"
 
 #include <gtest/gtest.h>
@@ -535,6 +540,136 @@ TEST_F(PgPoolTest, ServerRestartAndReload) {
   server_->set_parameter("idle_session_timeout", "0");
   PgPool::Handle handle = pool.checkout();
   EXPECT_TRUE(run(handle, "SELECT 1"));
+}
+
+HikariConfig hikari_of(int maximum_pool_size, int minimum_idle) {
+  HikariConfig config;
+  config.maximum_pool_size = maximum_pool_size;
+  config.minimum_idle = minimum_idle;
+  config.connection_timeout = std::chrono::seconds(10);
+  return config;
+}
+
+PsycopgConfig psycopg_of(int min_size, int max_size) {
+  PsycopgConfig config;
+  config.min_size = min_size;
+  config.max_size = max_size;
+  config.timeout = std::chrono::seconds(10);
+  return config;
+}
+
+// HikariCP fills to minimumIdle before anyone asks (the adder thread), and a checkout finds
+// a connection that is already there.
+TEST_F(PgPoolTest, HikariFillsToMinimumIdleInTheBackground) {
+  {
+    PgPool pool(dsn(), hikari_of(4, 2));
+    EXPECT_EQ(wait_for_connections(2), 2);
+    EXPECT_EQ(pool.open_connections(), 2u);
+    EXPECT_EQ(pool.in_use(), 0u);
+    PgPool::Handle handle = pool.checkout();
+    EXPECT_TRUE(run(handle, "SELECT 1"));
+    EXPECT_EQ(pool.in_use(), 1u);
+    EXPECT_THROW(pool.status(), std::logic_error);  // QueuePool's only
+  }  // the destructor stops the adder and closes both (TearDown checks the server)
+}
+
+// connectionTimeout ends a wait with HikariCP's message, and a returned connection goes to the
+// thread that waits for it.
+TEST_F(PgPoolTest, HikariTimeoutAndHandOff) {
+  HikariConfig config = hikari_of(1, 1);
+  config.connection_timeout = milliseconds(300);
+  PgPool pool(dsn(), config);
+  PgPool::Handle only = pool.checkout();
+  const int pid = backend_pid(only);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pool.checkout();
+    ADD_FAILURE() << "a checkout of a full HikariCP pool did not time out";
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
+    EXPECT_STREQ(e.what(), "Connection is not available, request timed out after 300ms.");
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(300));
+  int got = 0;
+  std::thread second([&] { got = backend_pid(pool.checkout()); });
+  std::this_thread::sleep_for(milliseconds(50));
+  only.release();
+  second.join();
+  EXPECT_EQ(got, pid);
+  EXPECT_EQ(pool.counters().opened, 1u);
+}
+
+// psycopg_pool opens min_size at once, grows only while a client waits, and ShrinkPool closes
+// one connection beyond min_size per max_idle once the idle deque never emptied for a period.
+TEST_F(PgPoolTest, PsycopgGrowsWhileClientsWaitAndShrinksPerMaxIdle) {
+  PsycopgConfig config = psycopg_of(1, 3);
+  config.max_idle = std::chrono::seconds(1);
+  PgPool pool(dsn(), config);
+  EXPECT_EQ(wait_for_connections(1), 1);
+  {
+    PgPool::Handle a = pool.checkout();
+    PgPool::Handle b = pool.checkout();  // waits while a worker connects for it
+    PgPool::Handle c = pool.checkout();
+    EXPECT_EQ(pool.in_use(), 3u);
+    EXPECT_EQ(connections(), 3);
+    EXPECT_NE(backend_pid(a), backend_pid(b));
+    EXPECT_NE(backend_pid(b), backend_pid(c));
+  }
+  EXPECT_EQ(pool.counters().opened, 3u);
+  // ShrinkPool runs every second; the first run after the checkouts sees a deque that emptied,
+  // each later one closes one: 3 -> 1 within about 3 s.
+  EXPECT_EQ(server_->wait_for_connections(kApp, 1, 6.0), 1);
+  EXPECT_EQ(pool.counters().closed, 2u);
+}
+
+TEST_F(PgPoolTest, PsycopgTimeoutHasItsMessage) {
+  PsycopgConfig config = psycopg_of(1, 1);
+  config.timeout = milliseconds(200);
+  PgPool pool(dsn(), config);
+  PgPool::Handle only = pool.checkout();
+  try {
+    pool.checkout();
+    ADD_FAILURE() << "a checkout of a full psycopg_pool did not time out";
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
+    EXPECT_STREQ(e.what(), "couldn't get a connection after 0.20 sec");
+  }
+}
+
+// Many threads on HikariCP's and psycopg_pool's pools: every checkout answered, and at the end
+// nothing lent and no more connections than the pool's size.
+TEST_F(PgPoolTest, BackgroundPoolsAnswerConcurrentCheckouts) {
+  constexpr int kThreads = 8;
+  constexpr int kCheckouts = 100;
+  for (int design = 0; design < 2; ++design) {
+    std::unique_ptr<PgPool> pool = design == 0
+                                       ? std::make_unique<PgPool>(dsn(), hikari_of(4, 4))
+                                       : std::make_unique<PgPool>(dsn(), psycopg_of(2, 4));
+    std::atomic<int> granted = 0;
+    std::atomic<int> failed = 0;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kCheckouts; ++i) {
+          try {
+            PgPool::Handle handle = pool->checkout();
+            if (i % 10 == t % 10 && !run(handle, "SELECT 1")) ++failed;
+            ++granted;
+          } catch (const PoolError&) {
+            ++failed;
+          }
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(granted, kThreads * kCheckouts) << design;
+    EXPECT_EQ(failed, 0) << design;
+    EXPECT_EQ(pool->in_use(), 0u) << design;
+    EXPECT_LE(pool->open_connections(), 4u) << design;
+    EXPECT_LE(connections(), 4) << design;
+    pool.reset();
+    EXPECT_EQ(wait_for_connections(0), 0) << design;
+  }
 }
 
 TEST_F(PgPoolTest, HandlesOutliveThePool) {
