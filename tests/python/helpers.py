@@ -10,6 +10,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from typing import Any, Dict, Optional
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -46,6 +47,33 @@ def cli_error(*args: str, cwd: Optional[str] = None) -> str:
     prefix = "poolsim: "
     assert line.startswith(prefix), line
     return line[len(prefix):]
+
+
+# --- live runs --------------------------------------------------------------------------------
+
+def backends(dsn: str, pattern: str) -> int:
+    """The server's backends whose application_name is LIKE pattern, this query's own aside."""
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                           "AND pid <> pg_backend_pid()", (pattern,))
+            return cursor.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def wait_for_no_backends(dsn: str, pattern: str, patience_s: float = 5.0) -> int:
+    """backends(dsn, pattern) once it is 0, or when patience runs out: a backend leaves
+    pg_stat_activity a moment after its client closed the socket."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        count = backends(dsn, pattern)
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
 
 
 # --- results ----------------------------------------------------------------------------------
