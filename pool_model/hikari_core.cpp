@@ -36,7 +36,14 @@
 //     (SQLTransientConnectionException, "request timed out": a timeout).
 //  H6 Return (ProxyConnection.close, PoolEntry.recycle, HP.recycle): the rollback HikariCP runs
 //     for a connection left in a transaction (pool.reset_on_return; none skips it), then
-//     lastAccessed = now and CB.requite: to the oldest waiter, or into the bag. An evicted
+//     PoolEntry.recycle(lastAccess) and CB.requite: to the oldest waiter, or into the bag.
+//     ProxyConnection's lastAccess is set by the rollback (close: `lastAccess = currentTime()`
+//     after delegate.rollback()) and, in autocommit (none), by each statement as it starts
+//     (markCommitStateDirty): so with none a connection's lastAccessed is its last statement's
+//     start, taken here as its grant (one statement per checkout, as poolsim's requests run),
+//     and a connection held longer than alive_bypass_window is checked at its next borrow
+//     (H5), however recently it came back. (Found by the live cross-check against HikariCP
+//     2.7.9; 5.1 has the same code.) An evicted
 //     connection goes back like any other and is closed at its next borrow (H5; HikariCP 6.0
 //     closes it on return instead).
 //  H7 Closing (HP.closeConnection) takes the connection out of the total at once; after the
@@ -269,7 +276,7 @@ void HikariCore::on(const PingResult& e) {
 void HikariCore::on(const Returned& e) {
   Slot& slot = slot_in(e.slot, State::kInUse, "Returned");
   if (config_.reset_on_return == ResetOnReturn::kNone) {
-    recycle(e.slot);
+    recycle(e.slot, slot.granted_at);  // H6: autocommit, its statement's start
     return;
   }
   slot.state = State::kResetting;
@@ -282,7 +289,7 @@ void HikariCore::on(const ResetDone& e) {
   if (!e.slot) broken("ResetDone without a slot: HikariCP detaches nothing");
   slot_in(*e.slot, State::kResetting, "ResetDone");
   if (e.outcome == ResetOutcome::kOk) {
-    recycle(*e.slot);
+    recycle(*e.slot, now_);  // H6: the rollback's time
   } else {
     close_entry(*e.slot);  // the rollback failed: the connection is broken (H11)
   }
@@ -431,12 +438,14 @@ void HikariCore::retry(RequestId request) {  // H5: the same deadline
 void HikariCore::grant(SlotId id) {
   Slot& slot = slot_in(id, State::kValidating, "grant");
   slot.state = State::kInUse;
+  slot.granted_at = now_;
   borrows_.erase(static_cast<std::uint64_t>(slot.request));
   emit(Grant{slot.request, id, slot.conn});
 }
 
-void HikariCore::recycle(SlotId id) {  // H6: evicted or not (H5 closes it at its next borrow)
-  slots_[static_cast<std::size_t>(id)].last_accessed = now_;
+// H6: evicted or not (H5 closes it at its next borrow).
+void HikariCore::recycle(SlotId id, Instant last_access) {
+  slots_[static_cast<std::size_t>(id)].last_accessed = last_access;
   make_available(id);
 }
 

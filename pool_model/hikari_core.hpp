@@ -100,7 +100,8 @@ class HikariCore {
     RequestId request{};
     std::uint64_t order = 0;   // the bag's order: connections are offered oldest first
     std::uint64_t life = 0;    // changes whenever the slot gets a new connection
-    Instant last_accessed{};   // when it was last returned (or created)
+    Instant last_accessed{};   // its lastAccessed: created, rolled back, or last granted (H6)
+    Instant granted_at{};      // when it was last handed out
     Duration heartbeat{};      // its keepalive period
     // A keepalive that found the connection in use is not rescheduled until the connection is
     // idle again (turns in use do nothing): then at its next turn, keepalive_next + k heartbeats.
@@ -142,7 +143,7 @@ class HikariCore {
   void acquire(SlotId slot, RequestId request);
   void retry(RequestId request);
   void grant(SlotId slot);
-  void recycle(SlotId slot);
+  void recycle(SlotId slot, Instant last_access);
   void make_available(SlotId slot);
   void close_entry(SlotId slot);
   void soft_evict(SlotId slot);

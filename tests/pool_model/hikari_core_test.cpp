@@ -250,20 +250,42 @@ TEST(HikariCore, AWaiterTimesOutAtConnectionTimeout) {  // H5
   EXPECT_EQ(pool.status().idle, 1);
 }
 
+// In autocommit (reset_on_return none) lastAccessed is the last statement's start, here the
+// grant: the window counts from there, not from the return (H6).
 TEST(HikariCore, ARecentlyUsedConnectionIsNotChecked) {  // H5: the 500 ms bypass window
   Hikari pool(config(1, 1));
   pool.connect(milliseconds(10));
   pool.checkout(milliseconds(300), 1);  // 290 ms after its creation: no check
   EXPECT_TRUE(pool.is_granted(1));
   pool.give_back(milliseconds(400), 1);
-  pool.checkout(milliseconds(900), 2);  // exactly 500 ms after: still no check
+  pool.checkout(milliseconds(800), 2);  // exactly 500 ms after the last grant: still no check
   EXPECT_TRUE(pool.is_granted(2));
-  pool.give_back(milliseconds(1000), 2);
-  pool.checkout(milliseconds(1501), 3);  // 501 ms: checked
+  pool.give_back(milliseconds(1250), 2);
+  pool.checkout(milliseconds(1301), 3);  // 501 ms after the grant, 51 ms after the return
   EXPECT_FALSE(pool.is_granted(3));
   EXPECT_EQ(pool.pings_pending(), 1u);
-  pool.answer_ping(milliseconds(1502), PingOutcome::kOk);
+  pool.answer_ping(milliseconds(1302), PingOutcome::kOk);
   EXPECT_TRUE(pool.is_granted(3));
+}
+
+// With a rollback on return the rollback sets lastAccessed: a connection held 2 s and rolled
+// back 100 ms ago is not checked (H6).
+TEST(HikariCore, ARolledBackConnectionCountsFromItsRollback) {  // H5, H6
+  HikariConfig c = config(1, 1);
+  c.reset_on_return = ResetOnReturn::kRollback;
+  Hikari pool(c);
+  pool.connect(milliseconds(10));
+  pool.checkout(milliseconds(100), 1);
+  pool.give_back(milliseconds(2100), 1);
+  pool.answer_resets(milliseconds(2101));
+  pool.checkout(milliseconds(2201), 2);
+  EXPECT_TRUE(pool.is_granted(2));
+  EXPECT_EQ(pool.pings_pending(), 0u);
+  pool.give_back(milliseconds(2300), 2);
+  pool.answer_resets(milliseconds(2301));
+  pool.checkout(milliseconds(2802), 3);  // 501 ms after that rollback: checked
+  EXPECT_FALSE(pool.is_granted(3));
+  EXPECT_EQ(pool.pings_pending(), 1u);
 }
 
 TEST(HikariCore, ADeadConnectionAtBorrowIsClosedAndReplacedInTheBackground) {  // H5, H7
