@@ -78,6 +78,8 @@
 #include <stdexcept>
 #include <variant>
 
+#include "pool_model/slots.hpp"
+
 namespace poolsim {
 
 namespace {
@@ -596,23 +598,11 @@ Duration HikariCore::jitter(Duration base, std::int64_t divisor) {
 }
 
 HikariCore::Slot& HikariCore::slot_in(SlotId id, State expected, const char* event) {
-  const auto index = static_cast<std::size_t>(id);
-  if (index >= slots_.size() || slots_[index].state != expected) {
-    broken(std::string(event) + " for slot " + std::to_string(index) +
-           ", which is not in the state it needs");
-  }
-  return slots_[index];
+  if (Slot* slot = find_slot(slots_, id, expected)) return *slot;
+  broken(not_in_state(event, id));
 }
 
-SlotId HikariCore::alloc_slot() {
-  if (!free_slots_.empty()) {
-    const SlotId id = free_slots_.back();
-    free_slots_.pop_back();
-    return id;
-  }
-  slots_.emplace_back();
-  return SlotId{static_cast<std::uint32_t>(slots_.size() - 1)};
-}
+SlotId HikariCore::alloc_slot() { return take_free_slot(slots_, free_slots_); }
 
 void HikariCore::check_invariants() const {
   int total = 0;

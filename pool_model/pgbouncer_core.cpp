@@ -103,6 +103,7 @@
 #include <variant>
 
 #include "pool_model/pool_config.hpp"
+#include "pool_model/slots.hpp"
 
 namespace poolsim {
 
@@ -627,23 +628,11 @@ void PgbouncerCore::remove(List& list, SlotId id) {
 }
 
 PgbouncerCore::Slot& PgbouncerCore::slot_in(SlotId id, State expected, const char* event) {
-  const auto index = static_cast<std::size_t>(id);
-  if (index >= slots_.size() || slots_[index].state != expected) {
-    broken(std::string(event) + " for slot " + std::to_string(index) +
-           ", which is not in the state it needs");
-  }
-  return slots_[index];
+  if (Slot* slot = find_slot(slots_, id, expected)) return *slot;
+  broken(not_in_state(event, id));
 }
 
-SlotId PgbouncerCore::alloc_slot() {
-  if (!free_slots_.empty()) {
-    const SlotId id = free_slots_.back();
-    free_slots_.pop_back();
-    return id;
-  }
-  slots_.emplace_back();
-  return SlotId{static_cast<std::uint32_t>(slots_.size() - 1)};
-}
+SlotId PgbouncerCore::alloc_slot() { return take_free_slot(slots_, free_slots_); }
 
 std::optional<RequestId> PgbouncerCore::oldest_waiter() const {
   for (std::size_t i = 0; i < queue_.size(); ++i) {
