@@ -13,6 +13,7 @@ packages=(
   python3-nbclient python3-ipykernel python3-nbformat
   python3-sqlalchemy python3-psycopg2 python3-distributed
   python3-psycopg python3-psycopg-pool
+  pgbouncer
   libhikaricp-java libpostgresql-jdbc-java libslf4j-java openjdk-17-jdk-headless
 )
 

@@ -26,3 +26,7 @@ __all__ = [
     "calibrate", "hikari_live", "live", "options", "postgres_available", "psycopg_live",
     "simulate", "size", "sqlalchemy_live", "sweep", "validate",
 ]
+
+from ._pgbouncer import Pgbouncer  # noqa: E402
+
+__all__ += ["Pgbouncer"]
