@@ -14,6 +14,12 @@ add_library(poolsim::build_flags ALIAS poolsim_build_flags)
 target_compile_options(poolsim_build_flags INTERFACE
   -Wall -Wextra -Wpedantic -Wconversion -Wshadow
   $<$<BOOL:${POOLSIM_WERROR}>:-Werror>)
+# The libraries are built position-independent when the Python module links them, and GCC then
+# assumes any exported function may be replaced at load time (semantic interposition), so it
+# stops inlining PoolCore's functions into each other. Nothing in poolsim is meant to be
+# interposed: this gives the inlining of a non-PIC build back.
+target_compile_options(poolsim_build_flags INTERFACE
+  $<$<CXX_COMPILER_ID:GNU>:-fno-semantic-interposition>)
 if(POOLSIM_SANITIZERS AND POOLSIM_TSAN)
   # ThreadSanitizer cannot share a process with AddressSanitizer: two builds, two directories.
   message(FATAL_ERROR "POOLSIM_TSAN and POOLSIM_SANITIZERS are mutually exclusive: "

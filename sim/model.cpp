@@ -105,13 +105,13 @@ struct Request {
   std::uint32_t process = 0;
   std::uint32_t client = kNoClient;
   bool counted = false;
+  bool on_server = false;        // pgbouncer: it has a server, server_slot, for its transaction
   std::optional<Duration> hold;  // from a trace
   std::size_t sample = 0;        // its entry in Samples, when they are kept
   SlotId slot{};
-  ConnId conn{};
-  bool on_server = false;  // pgbouncer: it has a server, server_slot, for its transaction
   SlotId server_slot{};
-};
+  ConnId conn{};
+};  // 72 bytes: the fields are ordered so that none pads another
 
 struct Conn {
   std::uint32_t process = 0;
@@ -438,13 +438,17 @@ class Simulation {
   // ---- driving the pools ------------------------------------------------------------------------
 
   void feed(std::uint32_t process, const Event& event) {
-    if (process == kBouncer) {
-      bouncer_->handle(now_, event);
-      drain_bouncer();
+    if (process == kBouncer) [[unlikely]] {
+      feed_bouncer(event);
       return;
     }
     processes_[process].core.handle(now_, event);
     drain(process);
+  }
+
+  void feed_bouncer(const Event& event) {
+    bouncer_->handle(now_, event);
+    drain_bouncer();
   }
 
   // pgbouncer's actions: its logins and closes are the server's connections, its checks round
@@ -488,8 +492,9 @@ class Simulation {
   // pgbouncer: the transaction of request `id` has ended (its statements and its reset), so
   // its server goes back to pgbouncer.
   void end_transaction(std::uint32_t id) {
+    if (!bouncer_) [[likely]] return;
     Request& r = requests_[id];
-    if (!bouncer_ || !r.on_server) return;
+    if (!r.on_server) return;
     r.on_server = false;
     feed(kBouncer, Returned{r.server_slot});
   }
@@ -566,7 +571,7 @@ class Simulation {
       return;
     }
     stop_idle(c);
-    if (bouncer_) {  // its first statement asks pgbouncer for a server (an event: no nesting)
+    if (bouncer_) [[unlikely]] {  // its first statement asks pgbouncer for a server (an event)
       queue_.schedule(now_, Kind::kTransaction, r.process, id);
       return;
     }
@@ -881,10 +886,6 @@ class Simulation {
 
   EventQueue<Kind> queue_;
   std::vector<Process<Core>> processes_;
-  std::optional<PgbouncerCore> bouncer_;  // pool.policy = pgbouncer: shared by every process
-  std::optional<Instant> bouncer_timer_at_;
-  std::uint64_t bouncer_timer_gen_ = 0;
-  std::uint64_t server_conns_ = 0;  // pgbouncer's servers opened so far: their ConnIds
   Slab<Request> requests_;
   Slab<Conn> conns_;
   std::vector<std::uint32_t> open_ids_;  // open connections, client side
@@ -908,6 +909,11 @@ class Simulation {
   double in_use_count_ = 0;
   TimeWeighted open_, in_use_, server_;
   ReplicationStats stats_;
+  // Last: a large object most runs never use, kept out of the way of the members above.
+  std::optional<PgbouncerCore> bouncer_;  // pool.policy = pgbouncer: shared by every process
+  std::optional<Instant> bouncer_timer_at_;
+  std::uint64_t bouncer_timer_gen_ = 0;
+  std::uint64_t server_conns_ = 0;  // pgbouncer's servers opened so far: their ConnIds
 };
 
 }  // namespace
