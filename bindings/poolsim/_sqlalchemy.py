@@ -75,6 +75,10 @@ def sqlalchemy_live(scenario: Any = None, *, dsn: str = "auto", url: Optional[st
         name = {"hikari": "HikariCP", "psycopg": "psycopg_pool"}[config["pool.policy"]]
         raise ValueError(f"pool.policy = {config['pool.policy']}: SQLAlchemy has no {name} "
                          f"pool; poolsim.simulate runs it")
+    if config["pool.policy"] == "pgbouncer":
+        raise ValueError("pool.policy = pgbouncer: sqlalchemy_live runs SQLAlchemy's pool; to "
+                         "go through a real pgbouncer give the url of one (poolsim.Pgbouncer "
+                         "starts one) with pool.policy = queuepool")
     if url is not None:
         refuse_server_settings(config)
         return _run(sqlalchemy, file, values, config, None, url, sql, calibrate)

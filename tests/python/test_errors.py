@@ -314,6 +314,12 @@ def test_live_runs_refuse_the_pgbouncer_policy_as_the_command_line_does(call, bi
     assert "simulator only" in str(info.value)
 
 
+def test_sqlalchemy_live_refuses_the_pgbouncer_policy_and_says_how_to_use_one():
+    with pytest.raises(ValueError, match="pool.policy = pgbouncer: .*poolsim.Pgbouncer"):
+        poolsim.sqlalchemy_live({"pool.policy": "pgbouncer"},
+                                dsn="postgresql://u:pw@127.0.0.1:1/x")
+
+
 def test_sqlalchemy_live_refuses_the_hikari_policy():
     with pytest.raises(ValueError, match="SQLAlchemy has no HikariCP pool"):
         poolsim.sqlalchemy_live({"pool.policy": "hikari"}, dsn="postgresql://u:pw@127.0.0.1:1/x")
