@@ -942,6 +942,10 @@ sim::Scenario bounded(sim::Scenario s, double requests) {
   }
   // pgbouncer's janitor may tick three times a second (refilling min_pool_size, say).
   if (s.pool.policy == Policy::kPgbouncer) cycles_per_second += 3;
+  // HikariCP's housekeeper (every 30 s) and, while connects fail, its adder's retries (at
+  // least every 5 s) run in every process, whatever the load: a year of a low rate was 10^8
+  // events (10 s; a hang under the sanitizers).
+  if (s.pool.policy == Policy::kHikari) cycles_per_second += s.processes * (1.0 / 30 + 1.0 / 5);
   double factor = 1;
   if (per_second * seconds > requests) factor = requests / (per_second * seconds);
   if (cycles_per_second * seconds * factor > kMaxCycles) {
