@@ -124,11 +124,11 @@ class LiveRun {
     }
     if (s.connect_fail > 0)
       refuse(s, "network.connect_fail", "a live run has no way to fail connects on purpose");
-    if (s.pool.policy == Policy::kStatic || s.pool.policy == Policy::kPgbouncer) {
+    if (s.pool.policy == Policy::kPgbouncer) {
       refuse(s, "pool.policy",
-             std::string(s.pool.policy == Policy::kPgbouncer ? "pgbouncer" : "StaticPool") +
-                 " runs in the simulator only so far (the real pool runs queuepool, null, "
-                 "hikari and psycopg; sqlalchemy_live runs static on the real SQLAlchemy)");
+             "pgbouncer runs in the simulator only so far (the real pool runs queuepool, null, "
+             "static, hikari and psycopg; poolsim.Pgbouncer starts a real pgbouncer for "
+             "sqlalchemy_live)");
     }
     const bool own = o.dsn == "auto";
     if (!own && !s.outages.empty()) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "pool_model/overloaded.hpp"
+#include "pool_model/static_core.hpp"
 
 namespace poolsim::real_pool {
 namespace detail {
@@ -88,17 +89,19 @@ std::optional<std::optional<Duration>> conninfo_connect_timeout(const std::strin
   return found;
 }
 
-// The pool design the real pool runs: SQLAlchemy's QueuePool or NullPool (PoolCore), whose
-// every connect and ping is some checkout's, or HikariCP's or psycopg_pool's, which work in
-// the background too.
+// The pool design the real pool runs: SQLAlchemy's QueuePool or NullPool (PoolCore) and
+// StaticPool (StaticCore), whose every connect and ping is some checkout's, or HikariCP's or
+// psycopg_pool's, which work in the background too.
 class AnyCore {
  public:
   explicit AnyCore(PoolCore core) : core_(std::move(core)) {}
+  explicit AnyCore(StaticCore core) : core_(std::move(core)) {}
   explicit AnyCore(HikariCore core) : core_(std::move(core)) {}
   explicit AnyCore(PsycopgCore core) : core_(std::move(core)) {}
 
   void start(Instant now) {
-    std::visit(Overloaded{[](PoolCore&) {}, [&](auto& c) { c.start(now); }}, core_);
+    std::visit(Overloaded{[](PoolCore&) {}, [](StaticCore&) {}, [&](auto& c) { c.start(now); }},
+               core_);
   }
   void handle(Instant now, const Event& event) {
     std::visit([&](auto& c) { c.handle(now, event); }, core_);
@@ -112,14 +115,30 @@ class AnyCore {
   std::optional<Instant> poll_timeout() const {
     return std::visit([](const auto& c) { return c.poll_timeout(); }, core_);
   }
-  bool background() const { return !std::holds_alternative<PoolCore>(core_); }
+  bool background() const {
+    return std::holds_alternative<HikariCore>(core_) || std::holds_alternative<PsycopgCore>(core_);
+  }
+  // StaticPool's one connection serves one checkout at a time (PgPool's turns).
+  bool takes_turns() const { return std::holds_alternative<StaticCore>(core_); }
   // QueuePool's (nullptr for the others).
   const PoolCore* queuepool() const { return std::get_if<PoolCore>(&core_); }
+  // SQLAlchemy's pools' settings and status (nullptr / nullopt for the others).
+  const PoolConfig* sqlalchemy_config() const {
+    if (const auto* c = std::get_if<PoolCore>(&core_)) return &c->config();
+    if (const auto* c = std::get_if<StaticCore>(&core_)) return &c->config();
+    return nullptr;
+  }
+  std::optional<PoolStatus> sqlalchemy_status() const {
+    if (const auto* c = std::get_if<PoolCore>(&core_)) return c->status();
+    if (const auto* c = std::get_if<StaticCore>(&core_)) return c->status();
+    return std::nullopt;
+  }
   // The message of a checkout that timed out, as the library words it.
   std::string timeout_message(std::int64_t overflow) const {
     return std::visit(
         Overloaded{
             [&](const PoolCore& c) { return poolsim::timeout_message(c.config(), overflow); },
+            [](const StaticCore&) { return std::string("StaticPool never times out"); },
             [](const HikariCore& c) {
               return "Connection is not available, request timed out after " +
                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -136,7 +155,7 @@ class AnyCore {
   }
 
  private:
-  std::variant<PoolCore, HikariCore, PsycopgCore> core_;
+  std::variant<PoolCore, StaticCore, HikariCore, PsycopgCore> core_;
 };
 
 }  // namespace
@@ -147,7 +166,7 @@ class PoolState {
   PoolState(std::string conninfo, Core core, std::optional<Duration> timeout)
       : conninfo_(std::move(conninfo)),
         connect_timeout_(conninfo_connect_timeout(conninfo_).value_or(timeout)),
-        core_(std::move(core)) {}
+        core_(AnyCore(std::move(core))) {}
 
   mutable std::mutex mutex;
   AnyCore& core() { return core_; }
@@ -157,6 +176,20 @@ class PoolState {
   std::size_t in_use() const { return lent_.size(); }
   void lend(ConnId id) { lent_.insert(id); }
   void take_back(ConnId id) { lent_.erase(id); }
+  // StaticPool's turns: PostgreSQL runs one statement at a time on a connection (psycopg2
+  // locks it for each execute), so checkouts of its one connection take turns, first come
+  // first served, from their checkout to the end of their reset, as the simulator has them.
+  void take_turn(std::unique_lock<std::mutex>& lock) {
+    if (!core_.takes_turns()) return;
+    const std::uint64_t ticket = next_ticket_++;
+    turn_wake_.wait(lock, [&] { return serving_ == ticket; });
+  }
+  void end_turn() {
+    if (!core_.takes_turns()) return;
+    ++serving_;
+    turn_wake_.notify_all();
+  }
+
   // The last background connect's error, for a checkout the core fails with kConnectFailed.
   std::string background_error;
   PoolError::Kind background_error_kind = PoolError::Kind::kConnectFailed;
@@ -480,6 +513,9 @@ class PoolState {
   std::optional<Duration> connect_timeout_;
   AnyCore core_;
   std::deque<Action> background_;        // connects and checks for the pool's threads
+  std::uint64_t next_ticket_ = 0;        // StaticPool's turns
+  std::uint64_t serving_ = 0;
+  std::condition_variable turn_wake_;
   std::unordered_set<ConnId> lent_;      // connections handed out
   Instant last_now_ = kNever;
   std::uint64_t last_request_ = 0;
@@ -490,13 +526,21 @@ class PoolState {
 
 }  // namespace detail
 
+using detail::AnyCore;
 using detail::Answer;
 using detail::PoolState;
 using detail::Request;
 using detail::Work;
 
+namespace {
+AnyCore sqlalchemy_core(const PoolConfig& config) {
+  return config.policy == Policy::kStatic ? AnyCore(StaticCore(config)) : AnyCore(PoolCore(config));
+}
+}  // namespace
+
 PgPool::PgPool(std::string conninfo, PoolConfig config, std::optional<Duration> connect_timeout)
-    : state_(std::make_shared<PoolState>(std::move(conninfo), PoolCore(config), connect_timeout)) {}
+    : state_(std::make_shared<PoolState>(std::move(conninfo), sqlalchemy_core(config),
+                                         connect_timeout)) {}
 
 PgPool::PgPool(std::string conninfo, HikariConfig config, std::optional<Duration> connect_timeout)
     : state_(
@@ -553,6 +597,7 @@ PgPool::Handle PgPool::checkout() {
   std::string error;
   PoolError::Kind error_kind = PoolError::Kind::kConnectFailed;
   std::unique_lock lock(s.mutex);
+  s.take_turn(lock);
   s.link(self);
   const Instant start = s.handle(CheckoutRequested{self.id}, &self, work);
   // QueuePool's waiter keeps its own deadline; the background pools' timers end a wait.
@@ -588,6 +633,7 @@ PgPool::Handle PgPool::checkout() {
             },
             [&](const Fail& a) -> std::optional<Handle> {
               s.unlink(self);
+              s.end_turn();  // a failed checkout gives its turn to the next
               std::string message;
               PoolError::Kind kind = PoolError::Kind::kTimeout;
               switch (a.failure) {
@@ -663,6 +709,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
       s.handle(event, nullptr, work);
       if (!work.reset) s.take_back(conn_id);
     }
+    if (!work.reset) s.end_turn();
   }
   work.run_closes();
   if (!work.reset) return;
@@ -673,6 +720,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
     std::lock_guard lock(s.mutex);
     ++s.counters.resets;
     s.take_back(conn_id);
+    s.end_turn();
     if (s.closed) {  // the pool went away during the reset: nobody will check it out again
       work.close(s.remove_conn(reset.conn));
     } else {
@@ -726,9 +774,9 @@ PgPool::Handle& PgPool::Handle::operator=(Handle&& other) noexcept {
 
 PoolStatus PgPool::status() const {
   std::lock_guard lock(state_->mutex);
-  const PoolCore* queuepool = state_->core().queuepool();
-  if (queuepool == nullptr) throw std::logic_error("PgPool::status() is QueuePool's");
-  return queuepool->status();
+  const std::optional<PoolStatus> status = state_->core().sqlalchemy_status();
+  if (!status) throw std::logic_error("PgPool::status() is SQLAlchemy's pools'");
+  return *status;
 }
 
 std::size_t PgPool::in_use() const {
@@ -747,9 +795,9 @@ std::size_t PgPool::open_connections() const {
 }
 
 const PoolConfig& PgPool::config() const {
-  const PoolCore* queuepool = state_->core().queuepool();
-  if (queuepool == nullptr) throw std::logic_error("PgPool::config() is QueuePool's");
-  return queuepool->config();
+  const PoolConfig* config = state_->core().sqlalchemy_config();
+  if (config == nullptr) throw std::logic_error("PgPool::config() is SQLAlchemy's pools'");
+  return *config;
 }
 
 }  // namespace poolsim::real_pool

@@ -18,6 +18,10 @@
 // A waiter sleeps on its own condition variable until its deadline, then tells the core
 // (WaitExpired), which answers with SQLAlchemy's TimeoutError or lets it create a connection.
 //
+// A PoolConfig with policy static runs SQLAlchemy's StaticPool (StaticCore): one connection,
+// which checkouts take turns on, first come first served, from checkout to the end of their
+// reset (libpq runs one query at a time on a connection; psycopg2 locks it for each execute).
+//
 // The same PgPool runs HikariCP's pool (HikariCore) and psycopg_pool's (PsycopgCore), which
 // connect in the background: the pool then has threads of its own, as they do (HikariCP's one
 // connection adder, psycopg_pool's num_workers workers). They open the connections, run the
@@ -116,7 +120,7 @@ class PgPool {
 
   // Blocks until a connection is granted; throws PoolError.
   Handle checkout();
-  // QueuePool's status(); std::logic_error for the other pools.
+  // QueuePool's (or StaticPool's) status(); std::logic_error for the other pools.
   PoolStatus status() const;
   std::size_t in_use() const;  // connections handed out and not yet given back
 
@@ -129,7 +133,7 @@ class PgPool {
   };
   Counters counters() const;
   std::size_t open_connections() const;  // connections the pool holds (idle + out)
-  // The QueuePool's settings; std::logic_error for the other pools.
+  // QueuePool's (or StaticPool's) settings; std::logic_error for the other pools.
   const PoolConfig& config() const;
 
  private:

@@ -672,6 +672,60 @@ TEST_F(PgPoolTest, BackgroundPoolsAnswerConcurrentCheckouts) {
   }
 }
 
+// StaticPool on the real pool: one connection for every checkout, which threads take turns on
+// (never two holding it at once), in the order they asked.
+TEST_F(PgPoolTest, StaticPoolSharesOneConnectionInTurns) {
+  PoolConfig config = config_of(5, 10);
+  config.policy = Policy::kStatic;
+  PgPool pool(dsn(), config);
+  constexpr int kThreads = 4;
+  constexpr int kCheckouts = 50;
+  std::atomic<int> holding = 0;
+  std::atomic<int> most = 0;
+  std::atomic<int> failed = 0;
+  std::set<int> pids;
+  std::mutex pids_mutex;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCheckouts; ++i) {
+        PgPool::Handle handle = pool.checkout();
+        const int now = ++holding;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        if (!run(handle, "SELECT 1")) ++failed;
+        {
+          std::lock_guard lock(pids_mutex);
+          pids.insert(backend_pid(handle));
+        }
+        --holding;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(most, 1) << "two checkouts held the one connection at once";
+  EXPECT_EQ(pids.size(), 1u);
+  EXPECT_EQ(pool.counters().opened, 1u);
+  EXPECT_EQ(connections(), 1);
+  EXPECT_EQ(pool.in_use(), 0u);
+  EXPECT_EQ(pool.config().policy, Policy::kStatic);
+
+  // A waiter for the turn gets it when the holder gives the connection back.
+  PgPool::Handle first = pool.checkout();
+  std::atomic<bool> second_in = false;
+  std::thread second([&] {
+    PgPool::Handle h = pool.checkout();
+    second_in = true;
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_FALSE(second_in) << "the second checkout did not wait for its turn";
+  first.release();
+  second.join();
+  EXPECT_TRUE(second_in);
+}
+
 TEST_F(PgPoolTest, HandlesOutliveThePool) {
   PgPool::Handle kept;
   {
