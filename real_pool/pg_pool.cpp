@@ -90,20 +90,29 @@ std::optional<std::optional<Duration>> conninfo_connect_timeout(const std::strin
 }
 
 // The pool design the real pool runs: SQLAlchemy's QueuePool or NullPool (PoolCore) and
-// StaticPool (StaticCore), whose every connect and ping is some checkout's, or HikariCP's or
-// psycopg_pool's, which work in the background too.
+// StaticPool (StaticCore), whose every connect and ping is some checkout's, or HikariCP's,
+// psycopg_pool's or pgbouncer's server pool, which work in the background too.
 class AnyCore {
  public:
   explicit AnyCore(PoolCore core) : core_(std::move(core)) {}
   explicit AnyCore(StaticCore core) : core_(std::move(core)) {}
   explicit AnyCore(HikariCore core) : core_(std::move(core)) {}
   explicit AnyCore(PsycopgCore core) : core_(std::move(core)) {}
+  explicit AnyCore(PgbouncerCore core) : core_(std::move(core)) {}
 
   void start(Instant now) {
     std::visit(Overloaded{[](PoolCore&) {}, [](StaticCore&) {}, [&](auto& c) { c.start(now); }},
                core_);
   }
   void handle(Instant now, const Event& event) {
+    // pgbouncer has no invalidation of its own: a client's broken server is closed as one
+    // that died in its transaction.
+    if (auto* bouncer = std::get_if<PgbouncerCore>(&core_)) {
+      if (const auto* invalidated = std::get_if<Invalidated>(&event)) {
+        bouncer->handle(now, DisconnectDetected{invalidated->slot});
+        return;
+      }
+    }
     std::visit([&](auto& c) { c.handle(now, event); }, core_);
   }
   void handle_timeout(Instant now) {
@@ -116,7 +125,7 @@ class AnyCore {
     return std::visit([](const auto& c) { return c.poll_timeout(); }, core_);
   }
   bool background() const {
-    return std::holds_alternative<HikariCore>(core_) || std::holds_alternative<PsycopgCore>(core_);
+    return !std::holds_alternative<PoolCore>(core_) && !std::holds_alternative<StaticCore>(core_);
   }
   // StaticPool's one connection serves one checkout at a time (PgPool's turns).
   bool takes_turns() const { return std::holds_alternative<StaticCore>(core_); }
@@ -150,12 +159,15 @@ class AnyCore {
               char seconds[32];
               std::snprintf(seconds, sizeof seconds, "%.2f", to_seconds(c.config().timeout));
               return std::string("couldn't get a connection after ") + seconds + " sec";
-            }},
+            },
+            [](const PgbouncerCore&) { return std::string("query_wait_timeout"); }},
         core_);
   }
+  // pgbouncer refuses a client at once while its logins fail and no server is up.
+  bool fails_fast() const { return std::holds_alternative<PgbouncerCore>(core_); }
 
  private:
-  std::variant<PoolCore, StaticCore, HikariCore, PsycopgCore> core_;
+  std::variant<PoolCore, StaticCore, HikariCore, PsycopgCore, PgbouncerCore> core_;
 };
 
 }  // namespace
@@ -359,6 +371,23 @@ class PoolState {
                : ResetOutcome::kFailed;
   }
 
+  // A ping of connection `id`, by the thread holding `lock` (released for the round trip). A
+  // connection the core closed meanwhile is closed now, by this thread (work).
+  PingOutcome run_ping(std::unique_lock<std::mutex>& lock, ConnId id, Work& work,
+                       std::string& error) {
+    PGconn* c = conn(id);
+    pinging_.insert(id);
+    lock.unlock();
+    work.run_closes();
+    const PingOutcome outcome = ping(c, error);
+    lock.lock();
+    pinging_.erase(id);
+    if (orphans_.erase(id) != 0) work.close(c);
+    ++counters.pings;
+    if (outcome != PingOutcome::kOk) ++counters.ping_failures;
+    return outcome;
+  }
+
   bool closed = false;  // the PgPool is gone; handles still out close their connections
 
  private:
@@ -432,12 +461,7 @@ class PoolState {
       }
     } else {
       const Ping& ping = std::get<Ping>(action);
-      PGconn* conn = this->conn(ping.conn);
-      lock.unlock();
-      const PingOutcome outcome = this->ping(conn, error);
-      lock.lock();
-      ++counters.pings;
-      if (outcome != PingOutcome::kOk) ++counters.ping_failures;
+      const PingOutcome outcome = run_ping(lock, ping.conn, work, error);
       handle(PingResult{ping.slot, outcome, 0}, nullptr, work);
     }
     lock.unlock();
@@ -469,7 +493,16 @@ class PoolState {
                      },
                      [&](const Grant& a) { answer(a.request, a, self); },
                      [&](const Fail& a) { answer(a.request, a, self); },
-                     [&](const CloseConnection& a) { work.close(remove_conn(a.conn)); },
+                     [&](const CloseConnection& a) {
+                       PGconn* gone = remove_conn(a.conn);
+                       // pgbouncer's janitor may close a server whose check is in flight:
+                       // the thread running it closes it when the answer is in.
+                       if (pinging_.count(a.conn) != 0) {
+                         orphans_.insert(a.conn);
+                       } else {
+                         work.close(gone);
+                       }
+                     },
                      [&](const Reset& a) {
                        PGconn* c = conn(a.conn);
                        if (PQtransactionStatus(c) == PQTRANS_IDLE) {
@@ -517,6 +550,8 @@ class PoolState {
   std::uint64_t serving_ = 0;
   std::condition_variable turn_wake_;
   std::unordered_set<ConnId> lent_;      // connections handed out
+  std::unordered_set<ConnId> pinging_;   // connections a thread is pinging
+  std::unordered_set<ConnId> orphans_;   // of those, closed by the core meanwhile
   Instant last_now_ = kNever;
   std::uint64_t last_request_ = 0;
   std::uint64_t last_conn_ = 0;
@@ -546,6 +581,13 @@ PgPool::PgPool(std::string conninfo, HikariConfig config, std::optional<Duration
     : state_(
           std::make_shared<PoolState>(std::move(conninfo), HikariCore(config), connect_timeout)) {
   start_threads(1);  // HikariCP's connection adder
+}
+
+PgPool::PgPool(std::string conninfo, PgbouncerConfig config,
+               std::optional<Duration> connect_timeout)
+    : state_(std::make_shared<PoolState>(std::move(conninfo), PgbouncerCore(config),
+                                         connect_timeout)) {
+  start_threads(1);  // pgbouncer logs servers in one at a time
 }
 
 PgPool::PgPool(std::string conninfo, PsycopgConfig config, std::optional<Duration> connect_timeout)
@@ -650,6 +692,10 @@ PgPool::Handle PgPool::checkout() {
                   // A background core's connects are its threads': their last error.
                   kind = error.empty() ? s.background_error_kind : error_kind;
                   message = error.empty() ? s.background_error : error;
+                  if (s.core().fails_fast()) {
+                    message = "server login has been failing, try again later "
+                              "(server_login_retry): " + message;
+                  }
                   break;
                 case Failure::kPingError:
                   kind = PoolError::Kind::kPingError;
@@ -678,13 +724,7 @@ PgPool::Handle PgPool::checkout() {
               return std::nullopt;
             },
             [&](const Ping& a) -> std::optional<Handle> {
-              PGconn* conn = s.conn(a.conn);
-              lock.unlock();
-              work.run_closes();
-              const PingOutcome outcome = s.ping(conn, error);
-              lock.lock();
-              ++s.counters.pings;
-              if (outcome != PingOutcome::kOk) ++s.counters.ping_failures;
+              const PingOutcome outcome = s.run_ping(lock, a.conn, work, error);
               s.handle(PingResult{a.slot, outcome, 0}, &self, work);
               return std::nullopt;
             },

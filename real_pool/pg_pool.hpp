@@ -26,7 +26,8 @@
 // connect in the background: the pool then has threads of its own, as they do (HikariCP's one
 // connection adder, psycopg_pool's num_workers workers). They open the connections, run the
 // keepalive checks and the pool's timers (timeouts, lifetimes, idle retirement, ShrinkPool);
-// a checkout just waits for its answer.
+// a checkout just waits for its answer. pgbouncer's server pool (PgbouncerCore) runs the same
+// way, for a C++ program that wants transaction pooling in process.
 #pragma once
 
 #include <libpq-fe.h>
@@ -42,6 +43,7 @@
 
 #include "pool_model/events.hpp"
 #include "pool_model/hikari_core.hpp"
+#include "pool_model/pgbouncer_core.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/pool_core.hpp"
 #include "pool_model/psycopg_core.hpp"
@@ -80,6 +82,12 @@ class PgPool {
   PgPool(std::string conninfo, HikariConfig config,
          std::optional<Duration> connect_timeout = std::chrono::seconds(10));
   PgPool(std::string conninfo, PsycopgConfig config,
+         std::optional<Duration> connect_timeout = std::chrono::seconds(10));
+  // pgbouncer's server pool in transaction pooling, in process: a checkout is a transaction
+  // that needs a server (no reset on return: end the transaction before releasing; invalidate()
+  // closes the server as a broken one). Servers are logged in one at a time, idle ones reused
+  // last in, first out, and the janitor's timed work runs on the pool's timer thread.
+  PgPool(std::string conninfo, PgbouncerConfig config,
          std::optional<Duration> connect_timeout = std::chrono::seconds(10));
   // Stops the pool's threads (a connect in progress first finishes or times out) and closes
   // every idle connection. Handles still out stay usable and close their connection when

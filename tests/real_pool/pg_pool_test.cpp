@@ -34,6 +34,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -724,6 +725,65 @@ TEST_F(PgPoolTest, StaticPoolSharesOneConnectionInTurns) {
   first.release();
   second.join();
   EXPECT_TRUE(second_in);
+}
+
+// pgbouncer's server pool in process: many threads' transactions share default_pool_size
+// servers; a transaction that waits query_wait_timeout is refused at a janitor tick; an
+// invalidated server is closed and a new one logged in when needed.
+TEST_F(PgPoolTest, PgbouncerSharesItsServersAndRefusesAfterQueryWaitTimeout) {
+  {
+    PgbouncerConfig config;
+    config.default_pool_size = 2;
+    PgPool pool(dsn(), config);
+    std::atomic<int> failed = 0;
+    std::latch start(6);  // all at once, and long enough transactions that they overlap
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&] {
+        start.arrive_and_wait();
+        for (int i = 0; i < 30; ++i) {
+          try {
+            PgPool::Handle handle = pool.checkout();
+            if (!run(handle, "SELECT pg_sleep(0.002)")) ++failed;
+          } catch (const PoolError&) {
+            ++failed;
+          }
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(failed, 0);
+    EXPECT_EQ(pool.counters().opened, 2u);
+    EXPECT_EQ(connections(), 2);
+    EXPECT_EQ(pool.in_use(), 0u);
+
+    PgPool::Handle broken = pool.checkout();
+    const int pid = backend_pid(broken);
+    broken.invalidate();
+    EXPECT_EQ(wait_for_connections(1), 1);
+    PgPool::Handle a = pool.checkout();
+    PgPool::Handle b = pool.checkout();  // logs a new server in
+    EXPECT_NE(backend_pid(a), pid);
+    EXPECT_NE(backend_pid(b), pid);
+    EXPECT_EQ(pool.counters().opened, 3u);
+  }
+  PgbouncerConfig config;
+  config.default_pool_size = 1;
+  config.query_wait_timeout = milliseconds(500);
+  PgPool pool(dsn(), config);
+  PgPool::Handle only = pool.checkout();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pool.checkout();
+    ADD_FAILURE() << "a transaction waited past query_wait_timeout";
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
+    EXPECT_STREQ(e.what(), "query_wait_timeout");
+  }
+  // Refused at the first janitor tick (every 333 ms) after 500 ms of waiting.
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, milliseconds(500));
+  EXPECT_LE(waited, milliseconds(500 + 333 + 200));
 }
 
 TEST_F(PgPoolTest, HandlesOutliveThePool) {
