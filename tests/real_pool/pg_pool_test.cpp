@@ -543,6 +543,17 @@ TEST_F(PgPoolTest, ServerRestartAndReload) {
   EXPECT_TRUE(run(handle, "SELECT 1"));
 }
 
+// A checkout of a full pool must end in a timeout with the library's own message.
+void expect_timeout(PgPool& pool, const char* message) {
+  try {
+    pool.checkout();
+    ADD_FAILURE() << "a checkout of a full pool was granted; expected: " << message;
+  } catch (const PoolError& e) {
+    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
+    EXPECT_STREQ(e.what(), message);
+  }
+}
+
 HikariConfig hikari_of(int maximum_pool_size, int minimum_idle) {
   HikariConfig config;
   config.maximum_pool_size = maximum_pool_size;
@@ -583,13 +594,7 @@ TEST_F(PgPoolTest, HikariTimeoutAndHandOff) {
   PgPool::Handle only = pool.checkout();
   const int pid = backend_pid(only);
   const auto start = std::chrono::steady_clock::now();
-  try {
-    pool.checkout();
-    ADD_FAILURE() << "a checkout of a full HikariCP pool did not time out";
-  } catch (const PoolError& e) {
-    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
-    EXPECT_STREQ(e.what(), "Connection is not available, request timed out after 300ms.");
-  }
+  expect_timeout(pool, "Connection is not available, request timed out after 300ms.");
   EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(300));
   int got = 0;
   std::thread second([&] { got = backend_pid(pool.checkout()); });
@@ -628,13 +633,7 @@ TEST_F(PgPoolTest, PsycopgTimeoutHasItsMessage) {
   config.timeout = milliseconds(200);
   PgPool pool(dsn(), config);
   PgPool::Handle only = pool.checkout();
-  try {
-    pool.checkout();
-    ADD_FAILURE() << "a checkout of a full psycopg_pool did not time out";
-  } catch (const PoolError& e) {
-    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
-    EXPECT_STREQ(e.what(), "couldn't get a connection after 0.20 sec");
-  }
+  expect_timeout(pool, "couldn't get a connection after 0.20 sec");
 }
 
 // Many threads on HikariCP's and psycopg_pool's pools: every checkout answered, and at the end
@@ -773,13 +772,7 @@ TEST_F(PgPoolTest, PgbouncerSharesItsServersAndRefusesAfterQueryWaitTimeout) {
   PgPool pool(dsn(), config);
   PgPool::Handle only = pool.checkout();
   const auto start = std::chrono::steady_clock::now();
-  try {
-    pool.checkout();
-    ADD_FAILURE() << "a transaction waited past query_wait_timeout";
-  } catch (const PoolError& e) {
-    EXPECT_EQ(e.kind, PoolError::Kind::kTimeout);
-    EXPECT_STREQ(e.what(), "query_wait_timeout");
-  }
+  expect_timeout(pool, "query_wait_timeout");
   // Refused at the first janitor tick (every 333 ms) after 500 ms of waiting.
   const auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_GE(waited, milliseconds(500));
