@@ -232,6 +232,7 @@ class PoolState {
       lock.lock();
       return true;
     }
+    timer_sleeps_until_ = next;  // nullopt: until woken
     if (next) {
       background_wake.wait_until(lock, to_steady(*next));
     } else {
@@ -517,11 +518,16 @@ class PoolState {
                  },
                  *action);
     }
-    // A background core's next timer may have moved with any input: its threads look again.
-    if (core_.background()) {
+    // The pool's threads are woken only for work: a connect or check to run, or a timer
+    // earlier than the one the timer thread sleeps until (a stale value only wakes it once
+    // more; it looks again before each sleep).
+    if (!core_.background()) {
+      if (woke) broken("QueuePool asked for background work");
+      return;
+    }
+    const std::optional<Instant> next = core_.poll_timeout();
+    if (woke || (next && (!timer_sleeps_until_ || *next < *timer_sleeps_until_))) {
       background_wake.notify_all();
-    } else if (woke) {
-      broken("QueuePool asked for background work");
     }
   }
 
@@ -546,6 +552,7 @@ class PoolState {
   std::optional<Duration> connect_timeout_;
   AnyCore core_;
   std::deque<Action> background_;        // connects and checks for the pool's threads
+  std::optional<Instant> timer_sleeps_until_;  // the timer thread's last wait (nullopt: none)
   std::uint64_t next_ticket_ = 0;        // StaticPool's turns
   std::uint64_t serving_ = 0;
   std::condition_variable turn_wake_;
