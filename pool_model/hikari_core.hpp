@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "pool_model/action_queue.hpp"
 #include "pool_model/events.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/ring_queue.hpp"
@@ -66,11 +67,12 @@ class HikariCore {
   void start(Instant now);
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant now);              // extra calls are harmless
-  std::optional<Action> poll_action() {
-    if (actions_.empty()) return std::nullopt;
-    std::optional<Action> action(std::in_place, std::move(actions_.front()));
-    actions_.pop_front();
-    return action;
+  std::optional<Action> poll_action() { return actions_.poll(); }
+  // Visits every pending action in place, oldest first (see action_queue.hpp): the visitor
+  // must not feed this core.
+  template <typename Visitor>
+  void take_actions(Visitor&& visitor) {
+    actions_.take_each(std::forward<Visitor>(visitor));
   }
   // The earliest pending timer: a waiter's deadline, a connection's max_lifetime or keepalive,
   // the housekeeper, the adder's back-off. A timer may turn out to have nothing left to do.
@@ -168,7 +170,10 @@ class HikariCore {
     if (at == Instant::max() && kind != TimerKind::kWait) return;
     timers_.push(Timer{at, kind, id, gen});
   }
-  void emit(const Action& action) { actions_.push_back(action); }
+  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  void emit(A&& action) {
+    actions_.push(std::forward<A>(action));
+  }
 
   HikariConfig config_;
   Instant now_ = kNever;
@@ -193,7 +198,7 @@ class HikariCore {
   bool housekeeper_dormant_ = false;
   Instant housekeeper_next_{};
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
-  RingQueue<Action> actions_;
+  ActionQueue actions_;
 };
 
 }  // namespace poolsim

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "pool_model/action_queue.hpp"
 #include "pool_model/events.hpp"
 #include "pool_model/ring_queue.hpp"
 #include "pool_model/time.hpp"
@@ -76,11 +77,12 @@ class PgbouncerCore {
   void start(Instant now);
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant now);              // extra calls are harmless
-  std::optional<Action> poll_action() {
-    if (actions_.empty()) return std::nullopt;
-    std::optional<Action> action(std::in_place, std::move(actions_.front()));
-    actions_.pop_front();
-    return action;
+  std::optional<Action> poll_action() { return actions_.poll(); }
+  // Visits every pending action in place, oldest first (see action_queue.hpp): the visitor
+  // must not feed this core.
+  template <typename Visitor>
+  void take_actions(Visitor&& visitor) {
+    actions_.take_each(std::forward<Visitor>(visitor));
   }
   // The next janitor tick that can change something. Ticks that cannot (an idle pool, a pool
   // whose clients wait for a login in flight) are skipped, the later ones keeping their times.
@@ -181,7 +183,10 @@ class PgbouncerCore {
     if (at == Instant::max()) return;
     timers_.push(Timer{at, gen});
   }
-  void emit(const Action& action) { actions_.push_back(action); }
+  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  void emit(A&& action) {
+    actions_.push(std::forward<A>(action));
+  }
 
   PgbouncerConfig config_;
   Instant now_ = kNever;
@@ -207,7 +212,7 @@ class PgbouncerCore {
   std::optional<Instant> janitor_at_;  // the tick planned, if any
   std::uint64_t janitor_gen_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
-  RingQueue<Action> actions_;
+  ActionQueue actions_;
 };
 
 }  // namespace poolsim

@@ -5,6 +5,7 @@
 //
 //   core.handle(now, CheckoutRequested{RequestId{1}});
 //   while (auto action = core.poll_action()) { std::visit(driver, *action); }
+//   // or core.take_actions(driver): the same, without copying each out (action_queue.hpp)
 //   if (auto deadline = core.poll_timeout()) { /* call handle_timeout(*deadline) then */ }
 //
 // Requests are named by ids, so any number can be in flight at once (waiting for a
@@ -15,8 +16,10 @@
 #include <cstdint>
 #include <optional>
 #include <ostream>
+#include <utility>
 #include <vector>
 
+#include "pool_model/action_queue.hpp"
 #include "pool_model/events.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/ring_queue.hpp"
@@ -43,11 +46,12 @@ class PoolCore {
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant now);              // extra calls are harmless
   // Drain after every input. Inline, with poll_timeout: drivers call them on every event.
-  std::optional<Action> poll_action() {
-    if (actions_.empty()) return std::nullopt;
-    std::optional<Action> action(std::in_place, std::move(actions_.front()));
-    actions_.pop_front();
-    return action;
+  std::optional<Action> poll_action() { return actions_.poll(); }
+  // Visits every pending action in place, oldest first (see action_queue.hpp): the visitor
+  // must not feed this core.
+  template <typename Visitor>
+  void take_actions(Visitor&& visitor) {
+    actions_.take_each(std::forward<Visitor>(visitor));
   }
   // The earliest pending deadline: the oldest waiter's.
   std::optional<Instant> poll_timeout() const {
@@ -128,7 +132,10 @@ class PoolCore {
   Slot& slot_in(SlotId slot, SlotState expected, const char* event);
   void notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
               std::optional<InvalidateReason> reason = std::nullopt);
-  void emit(const Action& action) { actions_.push_back(action); }
+  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  void emit(A&& action) {
+    actions_.push(std::forward<A>(action));
+  }
 
   PoolConfig config_;
   int max_overflow_;  // effective (2.0: -1 when pool_size == 0)
@@ -147,7 +154,7 @@ class PoolCore {
   RingQueue<SlotId> idle_;      // the queue: put at the tail, get at head (FIFO) or tail
   RingQueue<Waiter> waiters_;   // oldest first
   RingQueue<SlotId> handoffs_;  // slots handed to waiters during the current input
-  RingQueue<Action> actions_;
+  ActionQueue actions_;
 };
 
 }  // namespace poolsim

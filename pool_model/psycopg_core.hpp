@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "pool_model/action_queue.hpp"
 #include "pool_model/events.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/ring_queue.hpp"
@@ -83,11 +84,12 @@ class PsycopgCore {
   void start(Instant now);
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant now);              // extra calls are harmless
-  std::optional<Action> poll_action() {
-    if (actions_.empty()) return std::nullopt;
-    std::optional<Action> action(std::in_place, std::move(actions_.front()));
-    actions_.pop_front();
-    return action;
+  std::optional<Action> poll_action() { return actions_.poll(); }
+  // Visits every pending action in place, oldest first (see action_queue.hpp): the visitor
+  // must not feed this core.
+  template <typename Visitor>
+  void take_actions(Visitor&& visitor) {
+    actions_.take_each(std::forward<Visitor>(visitor));
   }
   // The earliest pending timer: a waiter's deadline, ShrinkPool, a connect's back-off, a
   // client's pause between checks. A timer may turn out to have nothing left to do.
@@ -208,7 +210,10 @@ class PsycopgCore {
     if (at == Instant::max() && (kind == TimerKind::kShrink || kind == TimerKind::kRetry)) return;
     timers_.push(Timer{at, next_timer_++, kind, id, gen});
   }
-  void emit(const Action& action) { actions_.push_back(action); }
+  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  void emit(A&& action) {
+    actions_.push(std::forward<A>(action));
+  }
 
   PsycopgConfig config_;
   int max_size_ = 0;
@@ -232,7 +237,7 @@ class PsycopgCore {
   PsycopgStatus counters_;       // the get_stats() counters
   std::uint64_t next_timer_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
-  RingQueue<Action> actions_;
+  ActionQueue actions_;
 };
 
 }  // namespace poolsim

@@ -9,8 +9,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
+#include "pool_model/action_queue.hpp"
 #include "pool_model/events.hpp"
 #include "pool_model/pool_config.hpp"
 #include "pool_model/pool_core.hpp"
@@ -27,11 +29,12 @@ class StaticCore {
 
   void handle(Instant now, const Event& event);  // now never goes backwards
   void handle_timeout(Instant) {}                // a StaticPool never waits
-  std::optional<Action> poll_action() {
-    if (actions_.empty()) return std::nullopt;
-    std::optional<Action> action(std::in_place, std::move(actions_.front()));
-    actions_.pop_front();
-    return action;
+  std::optional<Action> poll_action() { return actions_.poll(); }
+  // Visits every pending action in place, oldest first (see action_queue.hpp): the visitor
+  // must not feed this core.
+  template <typename Visitor>
+  void take_actions(Visitor&& visitor) {
+    actions_.take_each(std::forward<Visitor>(visitor));
   }
   std::optional<Instant> poll_timeout() const { return std::nullopt; }
   // StaticPool's status() is the text "StaticPool"; here checkedout counts the checkouts out
@@ -102,7 +105,10 @@ class StaticCore {
   void free_checkout(SlotId slot);
   void notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
               std::optional<InvalidateReason> reason = std::nullopt);
-  void emit(const Action& action) { actions_.push_back(action); }
+  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  void emit(A&& action) {
+    actions_.push(std::forward<A>(action));
+  }
 
   PoolConfig config_;
   Instant now_ = kNever;
@@ -115,7 +121,7 @@ class StaticCore {
   std::vector<std::uint32_t> free_records_;
   std::vector<Checkout> checkouts_;
   std::vector<SlotId> free_checkouts_;
-  RingQueue<Action> actions_;
+  ActionQueue actions_;
 };
 
 }  // namespace poolsim

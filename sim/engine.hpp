@@ -54,7 +54,7 @@ class EventQueue {
                          std::uint64_t a = 0, std::uint64_t b = 0) {
     RingQueue<SimEvent<Kind>>& fifo = lanes_[lane];
     assert(fifo.empty() || fifo.back().at <= at);
-    fifo.push_back(SimEvent<Kind>{at, next_seq_++, kind, process, a, b});
+    fifo.emplace_back(at, next_seq_++, kind, process, a, b);
   }
   bool empty() const {
     return heap_.empty() &&

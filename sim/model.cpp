@@ -7,9 +7,10 @@
 //  - A connect takes database.connect of the server's work. With connect_sharing = queue at most
 //    database.connect_capacity set-ups run at once (the rest queue at the server); with shared
 //    all run at once and share the capacity (processor sharing: n set-ups each progress at
-//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do). A connect is refused (too_many_connections, after the
-//    set-up cost) when the server already has database.max_connections backends, fails at once
-//    during an outage, and fails with probability network.connect_fail (connect_failed).
+//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do). A connect
+//    is refused (too_many_connections, after the set-up cost) when the server already has
+//    database.max_connections backends, fails at once during an outage, and fails with probability
+//    network.connect_fail (connect_failed).
 //  - A connection dies silently when a middlebox drops it after network.idle_drop_after idle,
 //    at random (network.drop_rate per hour), when the server closes it after
 //    database.idle_session_timeout idle, or in an outage. Nobody notices until it is used: a
@@ -88,6 +89,9 @@ enum SetupKind : std::uint64_t { kNormal = 0, kRefused = 1, kServerDown = 2, kTo
 enum Cause : int { kCauseConnectFailed = 1, kCauseTooManyConnections = 2 };
 
 constexpr std::uint32_t kNoClient = ~0u;
+// A closed-loop request's hold, drawn when it gets its connection. (Not an optional: passing
+// one by value costs a store-forwarding stall per request, see workload.hpp.)
+constexpr Duration kDrawHold = Duration::min();
 // The "process" of pgbouncer's own events and set-ups (pool.policy = pgbouncer).
 constexpr std::uint32_t kBouncer = ~0u;
 
@@ -102,16 +106,17 @@ enum Lane : std::size_t {
 struct Request {
   Instant arrival{};
   Instant checkout_start{};
+  Duration hold{};  // the workload's, or kDrawHold
   std::uint32_t process = 0;
   std::uint32_t client = kNoClient;
-  bool counted = false;
-  bool on_server = false;        // pgbouncer: it has a server, server_slot, for its transaction
-  std::optional<Duration> hold;  // from a trace
-  std::size_t sample = 0;        // its entry in Samples, when they are kept
+  std::size_t sample = 0;  // its entry in Samples, when they are kept
   SlotId slot{};
   SlotId server_slot{};
   ConnId conn{};
-};  // 72 bytes: the fields are ordered so that none pads another
+  bool counted = false;
+  bool on_server = false;  // pgbouncer: it has a server, server_slot, for its transaction
+};
+static_assert(sizeof(Request) == 64, "one cache line: the fields are ordered so none pads another");
 
 struct Conn {
   std::uint32_t process = 0;
@@ -146,8 +151,8 @@ struct Process {
   Core core;
   int busy = 0;
   RingQueue<std::uint32_t> thread_queue;
-  bool turn_taken = false;               // static: a request is using the shared connection
-  RingQueue<std::uint32_t> turn_queue;   // static: requests waiting for their turn on it
+  bool turn_taken = false;              // static: a request is using the shared connection
+  RingQueue<std::uint32_t> turn_queue;  // static: requests waiting for their turn on it
   std::optional<Instant> timer_at;
   std::uint64_t timer_gen = 0;
 };
@@ -292,7 +297,7 @@ class Simulation {
     switch (e.kind) {
       case Kind::kArrival: on_arrival(Duration(static_cast<std::int64_t>(e.a))); return;
       case Kind::kThinkDone:
-        if (!stopped_) arrive(std::nullopt, static_cast<std::uint32_t>(e.a));
+        if (!stopped_) arrive(kDrawHold, static_cast<std::uint32_t>(e.a));
         return;
       case Kind::kStartCheckout: start_checkout(static_cast<std::uint32_t>(e.a)); return;
       case Kind::kTurn: feed(e.process, CheckoutRequested{RequestId{e.a}}); return;
@@ -395,7 +400,7 @@ class Simulation {
     schedule_next_arrival();
   }
 
-  void arrive(std::optional<Duration> hold, std::uint32_t client) {
+  void arrive(Duration hold, std::uint32_t client) {
     const std::uint32_t id = requests_.acquire();
     Request& r = requests_[id];
     r = Request{};
@@ -454,32 +459,28 @@ class Simulation {
   // pgbouncer's actions: its logins and closes are the server's connections, its checks round
   // trips, its grants start a transaction's statements.
   void drain_bouncer() {
-    while (auto action = bouncer_->poll_action()) {
-      std::visit(Overloaded{
-                     [&](const OpenConnection& a) { open_connection(kBouncer, a.slot); },
-                     [&](const CloseConnection&) { set_server_count(server_count_ - 1); },
-                     [&](const Ping& a) {
-                       schedule_after_ping(Kind::kPingDone, kBouncer,
-                                           static_cast<std::uint64_t>(a.slot), 0);
-                     },
-                     [&](const Grant& a) {
-                       Request& r = requests_[static_cast<std::uint64_t>(a.request)];
-                       r.on_server = true;
-                       r.server_slot = a.slot;
-                       start_hold(static_cast<std::uint32_t>(a.request));
-                     },
-                     [&](const Fail& a) {
-                       // pgbouncer disconnects the client: SQLAlchemy sees a disconnect.
-                       const Request& r = requests_[static_cast<std::uint64_t>(a.request)];
-                       in_use_.set(now_, --in_use_count_);
-                       feed(r.process, DisconnectDetected{r.slot});
-                       failed(a);
-                     },
-                     [&](const Reset&) {},
-                     [&](const Notify&) {},
-                 },
-                 *action);
-    }
+    bouncer_->take_actions(Overloaded{
+        [&](const OpenConnection& a) { open_connection(kBouncer, a.slot); },
+        [&](const CloseConnection&) { set_server_count(server_count_ - 1); },
+        [&](const Ping& a) {
+          schedule_after_ping(Kind::kPingDone, kBouncer, static_cast<std::uint64_t>(a.slot), 0);
+        },
+        [&](const Grant& a) {
+          Request& r = requests_[static_cast<std::uint64_t>(a.request)];
+          r.on_server = true;
+          r.server_slot = a.slot;
+          start_hold(static_cast<std::uint32_t>(a.request));
+        },
+        [&](const Fail& a) {
+          // pgbouncer disconnects the client: SQLAlchemy sees a disconnect.
+          const Request& r = requests_[static_cast<std::uint64_t>(a.request)];
+          in_use_.set(now_, --in_use_count_);
+          feed(r.process, DisconnectDetected{r.slot});
+          failed(a);
+        },
+        [&](const Reset&) {},
+        [&](const Notify&) {},
+    });
     // After the end its janitor stops once no transaction waits for a server.
     if (now_ >= end_ && bouncer_->status().cl_waiting == 0) return;
     if (auto tick = bouncer_->poll_timeout();
@@ -492,7 +493,8 @@ class Simulation {
   // pgbouncer: the transaction of request `id` has ended (its statements and its reset), so
   // its server goes back to pgbouncer.
   void end_transaction(std::uint32_t id) {
-    if (!bouncer_) [[likely]] return;
+    if (!bouncer_) [[likely]]
+      return;
     Request& r = requests_[id];
     if (!r.on_server) return;
     r.on_server = false;
@@ -501,36 +503,31 @@ class Simulation {
 
   void drain(std::uint32_t p) {
     Process<Core>& proc = processes_[p];
-    while (auto action = proc.core.poll_action()) {
-      std::visit(Overloaded{
-                     [&](const OpenConnection& a) { open_connection(p, a.slot); },
-                     [&](const CloseConnection& a) { close_connection(a.conn); },
-                     [&](const Ping& a) {
-                       const auto id = static_cast<std::uint32_t>(a.conn);
-                       Conn& c = conns_[id];
-                       const bool dead = is_dead(c);
-                       stop_idle(c);
-                       // A keepalive: the connection stays idle, its idle time starts again.
-                       if (!a.request && !dead) start_idle(id);
-                       schedule_after_ping(Kind::kPingDone, p, static_cast<std::uint64_t>(a.slot),
-                                           dead ? 1 : 0);
-                     },
-                     [&](const Reset&) {
-                       reset_scheduled_ = true;
-                       const Instant done = later(s_.reset.sample(reset_));
-                       if (s_.reset.is_constant()) {
-                         queue_.schedule_in_order(kLaneReset, done, Kind::kResetDone, p,
-                                                  current_request_);
-                       } else {
-                         queue_.schedule(done, Kind::kResetDone, p, current_request_);
-                       }
-                     },
-                     [&](const Grant& a) { granted(a); },
-                     [&](const Fail& a) { failed(a); },
-                     [&](const Notify&) {},
-                 },
-                 *action);
-    }
+    proc.core.take_actions(Overloaded{
+        [&](const OpenConnection& a) { open_connection(p, a.slot); },
+        [&](const CloseConnection& a) { close_connection(a.conn); },
+        [&](const Ping& a) {
+          const auto id = static_cast<std::uint32_t>(a.conn);
+          Conn& c = conns_[id];
+          const bool dead = is_dead(c);
+          stop_idle(c);
+          // A keepalive: the connection stays idle, its idle time starts again.
+          if (!a.request && !dead) start_idle(id);
+          schedule_after_ping(Kind::kPingDone, p, static_cast<std::uint64_t>(a.slot), dead ? 1 : 0);
+        },
+        [&](const Reset&) {
+          reset_scheduled_ = true;
+          const Instant done = later(s_.reset.sample(reset_));
+          if (s_.reset.is_constant()) {
+            queue_.schedule_in_order(kLaneReset, done, Kind::kResetDone, p, current_request_);
+          } else {
+            queue_.schedule(done, Kind::kResetDone, p, current_request_);
+          }
+        },
+        [&](const Grant& a) { granted(a); },
+        [&](const Fail& a) { failed(a); },
+        [&](const Notify&) {},
+    });
     if constexpr (kBackgroundConnects) {
       // After the end a pool that nobody waits on runs no more of its own timers (HikariCP's
       // housekeeping, lifetimes, keepalives; psycopg_pool's ShrinkPool and connect retries):
@@ -540,10 +537,11 @@ class Simulation {
     }
     // One timer per pool, for its oldest waiter; a timer that fires early is harmless. (One
     // skipped after the end may be overdue: it runs now.)
-    if (auto deadline = proc.core.poll_timeout();
-        deadline && (!proc.timer_at || *deadline < *proc.timer_at)) {
-      proc.timer_at = std::max(*deadline, now_);
-      queue_.schedule(*proc.timer_at, Kind::kPoolTimer, p, ++proc.timer_gen);
+    const Instant deadline = proc.core.poll_timeout().value_or(kNever);
+    if (deadline != kNever && (!proc.timer_at || deadline < *proc.timer_at)) {
+      const Instant at = deadline > now_ ? deadline : now_;
+      proc.timer_at = at;
+      queue_.schedule(at, Kind::kPoolTimer, p, ++proc.timer_gen);
     }
   }
 
@@ -582,7 +580,7 @@ class Simulation {
   void start_hold(std::uint32_t id) {
     Request& r = requests_[id];
     if (bouncer_) record_wait(r);
-    const Duration hold = r.hold ? *r.hold : s_.service.sample(service_);
+    const Duration hold = r.hold == kDrawHold ? s_.service.sample(service_) : r.hold;
     queue_.schedule(later(hold), Kind::kHoldDone, r.process, id, 0);
   }
 
@@ -725,8 +723,8 @@ class Simulation {
     }
     if (s_.connect_sharing == ConnectSharing::kShared) {
       advance_shared_work();
-      shared_.push_back(SharedSetup{p, slot, kind | epoch,
-                                    shared_work_ + static_cast<double>(work.count())});
+      shared_.push_back(
+          SharedSetup{p, slot, kind | epoch, shared_work_ + static_cast<double>(work.count())});
       schedule_shared_setup();
       return;
     }

@@ -26,14 +26,14 @@ std::optional<PlannedRequest> Workload::next() {
   if (s_.arrival == Arrival::kTrace && trace_next_ < s_.trace->size()) {
     hold = (*s_.trace)[trace_next_].hold;
   }
-  const std::optional<Instant> at = next_arrival();
-  if (!at || *at >= end_) return std::nullopt;
-  last_ = *at;
+  const Instant at = next_arrival();
+  if (at >= end_) return std::nullopt;
+  last_ = at;
   if (s_.arrival == Arrival::kTrace) ++trace_next_;
-  return PlannedRequest{*at, hold ? *hold : s_.service.sample(service_)};
+  return PlannedRequest{at, hold ? *hold : s_.service.sample(service_)};
 }
 
-std::optional<Instant> Workload::next_arrival() {
+Instant Workload::next_arrival() {
   const Instant from = last_;
   switch (s_.arrival) {
     case Arrival::kPoisson:
@@ -53,7 +53,7 @@ std::optional<Instant> Workload::next_arrival() {
             t, from_seconds(arrivals_.exponential(1.0 / (on ? s_.burst_rate : s_.rate))));
         if (candidate < boundary) return candidate;
         t = boundary;
-        if (t >= end_) return std::nullopt;
+        if (t >= end_) return kNone;
       }
     }
     case Arrival::kDiurnal: {
@@ -63,18 +63,18 @@ std::optional<Instant> Workload::next_arrival() {
       Instant t = from;
       for (;;) {
         t = saturating_add(t, from_seconds(arrivals_.exponential(1.0 / peak)));
-        if (t >= end_) return std::nullopt;
+        if (t >= end_) return kNone;
         const double phase = to_seconds(t.time_since_epoch()) / period;
         const double rate = s_.rate * (1 + s_.amplitude * std::sin(2 * std::numbers::pi * phase));
         if (arrivals_.uniform() * peak < rate) return t;
       }
     }
     case Arrival::kTrace:
-      if (trace_next_ >= s_.trace->size()) return std::nullopt;
+      if (trace_next_ >= s_.trace->size()) return kNone;
       return Instant((*s_.trace)[trace_next_].at);
-    case Arrival::kClosed: return std::nullopt;
+    case Arrival::kClosed: return kNone;
   }
-  return std::nullopt;
+  return kNone;
 }
 
 }  // namespace poolsim::sim

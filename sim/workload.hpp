@@ -25,7 +25,10 @@ class Workload {
   std::optional<PlannedRequest> next();
 
  private:
-  std::optional<Instant> next_arrival();
+  // The next arrival, or kNone. (Not an optional: GCC returns a small optional through memory
+  // and reads its flag back wider than it wrote it, a store-forwarding stall per request.)
+  static constexpr Instant kNone = Instant::max();
+  Instant next_arrival();
 
   const Scenario& s_;
   Rng arrivals_;

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace poolsim {
@@ -219,8 +220,24 @@ std::string print_deadline(std::optional<Instant> deadline) {
 
 class ScriptedCase : public testing::TestWithParam<Case> {};
 
-TEST_P(ScriptedCase, ProducesTheScriptedActions) {
-  const Case& c = GetParam();
+// The driver's two ways to take actions: poll_action() copies each out, take_actions() visits
+// each in place (the simulator's). Both must give the same actions in the same order.
+std::vector<std::string> take_all(PoolCore& core, bool in_place) {
+  std::vector<std::string> actions;
+  const auto print_one = [&](const auto& alternative) {
+    std::ostringstream out;
+    out << Action(alternative);
+    actions.push_back(out.str());
+  };
+  if (in_place) {
+    core.take_actions(print_one);
+  } else {
+    while (auto action = core.poll_action()) std::visit(print_one, *action);
+  }
+  return actions;
+}
+
+void run_case(const Case& c, bool in_place) {
   PoolCore core(parse_config(c.config));
   for (const Step& step : c.steps) {
     SCOPED_TRACE("pool_core_cases.txt:" + std::to_string(step.line) + ": " + step.input);
@@ -235,12 +252,7 @@ TEST_P(ScriptedCase, ProducesTheScriptedActions) {
     } catch (const std::logic_error& e) {
       error = e.what();
     }
-    std::vector<std::string> actions;
-    while (auto action = core.poll_action()) {
-      std::ostringstream out;
-      out << *action;
-      actions.push_back(out.str());
-    }
+    const std::vector<std::string> actions = take_all(core, in_place);
     bool error_expected = false;
     for (const std::string& check : step.checks) {
       if (check.rfind("status ", 0) == 0) {
@@ -260,6 +272,27 @@ TEST_P(ScriptedCase, ProducesTheScriptedActions) {
       core.check_invariants();
     }
   }
+}
+
+TEST_P(ScriptedCase, ProducesTheScriptedActions) { run_case(GetParam(), false); }
+TEST_P(ScriptedCase, ProducesTheScriptedActionsTakenInPlace) { run_case(GetParam(), true); }
+
+// take_actions() visits each action where it lies, so a visitor that feeds the same core (and so
+// adds actions to the queue it is reading) is refused, not left with a dangling reference.
+TEST(PoolCore, RefusesToBeFedFromItsOwnTakeActions) {
+  PoolConfig config;
+  config.pool_size = 2;
+  PoolCore core(config);
+  core.handle(Instant{}, CheckoutRequested{RequestId{1}});
+  std::vector<std::string> seen;
+  EXPECT_THROW(core.take_actions([&](const auto&) {
+    seen.push_back("visited");
+    core.handle(Instant{}, CheckoutRequested{RequestId{2}});
+  }),
+               std::logic_error);
+  EXPECT_EQ(seen.size(), 1u);
+  // The action being visited was taken all the same.
+  EXPECT_FALSE(core.poll_action().has_value());
 }
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
