@@ -24,16 +24,14 @@ class RingQueue {
   // The item is assigned to its place: a variant takes one of its alternatives there directly.
   template <typename U = T>
   void push_back(U&& item) {
-    if (size_ == items_.size()) grow();
-    items_[slot(size_)] = std::forward<U>(item);
-    ++size_;
+    new_back() = std::forward<U>(item);
   }
   // Builds the new element from its fields, in its place. (Copying in a temporary made from
   // scalars would read back 16 bytes at a time what was just written 8 at a time, which the
   // CPU cannot forward from its store buffer: a stall on every push of the simulator's.)
   template <typename... Args>
   void emplace_back(Args&&... args) {
-    push_back(T{std::forward<Args>(args)...});
+    new_back() = T{std::forward<Args>(args)...};
   }
   void pop_front() {
     head_ = slot(1);
@@ -54,6 +52,10 @@ class RingQueue {
   std::size_t slot(std::size_t i) const {
     const std::size_t s = head_ + i;
     return s < items_.size() ? s : s - items_.size();
+  }
+  T& new_back() {  // the place of a new last element
+    if (size_ == items_.size()) grow();
+    return items_[slot(size_++)];
   }
   // Out of line and rare: keeps push_back small enough to inline on the hot path.
   [[gnu::noinline]] void grow() {
