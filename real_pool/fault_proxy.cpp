@@ -83,12 +83,12 @@ struct Connection {
   }
 };
 
-Io read_into(int fd, Pipe& pipe, bool blackhole) {
+Io read_into(int fd, Pipe& pipe) {
   std::array<char, kReadChunk> chunk;
   const std::size_t room = std::min(chunk.size(), kBufferLimit - pipe.buffer.size());
   const ssize_t n = ::recv(fd, chunk.data(), room, 0);
   if (n > 0) {
-    if (!blackhole) pipe.buffer.append(chunk.data(), static_cast<std::size_t>(n));
+    pipe.buffer.append(chunk.data(), static_cast<std::size_t>(n));
     return Io::kProgress;
   }
   if (n == 0) {
@@ -113,7 +113,11 @@ Io write_from(int fd, Pipe& pipe) {
   return result;
 }
 
-bool wants_read(const Pipe& pipe) { return !pipe.eof && pipe.buffer.size() < kBufferLimit; }
+// In a blackhole nothing is read or written: bytes (and FINs) wait in the proxy's buffers and the
+// kernel's socket buffers until it ends.
+bool wants_read(const Pipe& pipe, bool blackhole) {
+  return !blackhole && !pipe.eof && pipe.buffer.size() < kBufferLimit;
+}
 
 bool wants_write(const Pipe& pipe, bool blackhole) {
   return !blackhole && (!pipe.buffer.empty() || (pipe.eof && !pipe.shut));
@@ -123,7 +127,7 @@ bool wants_write(const Pipe& pipe, bool blackhole) {
 Io serve(int fd, short revents, Pipe& in, Pipe& out, bool blackhole) {
   Io io = Io::kNothing;
   if (revents & POLLERR) return Io::kFailed;
-  if ((revents & (POLLIN | POLLHUP)) && wants_read(in)) io = read_into(fd, in, blackhole);
+  if ((revents & (POLLIN | POLLHUP)) && wants_read(in, blackhole)) io = read_into(fd, in);
   if ((revents & (POLLOUT | POLLHUP)) && wants_write(out, blackhole) && io != Io::kFailed) {
     io = std::max(io, write_from(fd, out));
   }
@@ -273,10 +277,6 @@ void FaultProxy::run() {
     const auto consider = [&](Clock::time_point t) { next = next ? std::min(*next, t) : t; };
     for (Connection& c : conns) {
       if (c.done) continue;
-      if (s.blackhole) {  // bytes read before the blackhole began are swallowed too
-        c.up.buffer.clear();
-        c.down.buffer.clear();
-      }
       if (c.state == Connection::State::kDelaying && !s.blackhole) {
         if (now >= c.connect_at) {
           start_connect(c, target_, target_len_);
@@ -302,9 +302,9 @@ void FaultProxy::run() {
       const bool open = c.state == Connection::State::kOpen;
       short client_events = 0;
       short upstream_events = 0;
-      if (wants_read(c.up)) client_events |= POLLIN;
+      if (wants_read(c.up, s.blackhole)) client_events |= POLLIN;
       if (open && wants_write(c.down, s.blackhole)) client_events |= POLLOUT;
-      if (open && wants_read(c.down)) upstream_events |= POLLIN;
+      if (open && wants_read(c.down, s.blackhole)) upstream_events |= POLLIN;
       if (open && wants_write(c.up, s.blackhole)) upstream_events |= POLLOUT;
       if (c.state == Connection::State::kConnecting) upstream_events = POLLOUT;
       // poll() ignores negative fds: a socket we want nothing from cannot wake us.

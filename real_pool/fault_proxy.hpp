@@ -8,9 +8,13 @@
 // Faults, all taking effect before the control call returns (it waits for the loop to apply it):
 // - connect delay: the upstream connect of each new client connection starts that much later
 //   (the client's own connect succeeds at once, as with a slow server accept).
-// - blackhole: bytes in both directions are read and dropped, not delayed: nothing buffered or
-//   swallowed is delivered after the blackhole ends. New connections are accepted but their
-//   upstream connect waits until the blackhole ends. FINs wait too; resets and errors do not.
+// - blackhole: nothing moves in either direction, bytes and FINs included: they wait (in the
+//   proxy's buffers and the kernel's socket buffers) and are delivered when the blackhole ends,
+//   as TCP delivers what a dead link swallowed on its next retransmission (real TCP adds its
+//   back-off, 0.2 s doubling per try; here they go at once). New connections are accepted but
+//   their upstream connect waits until the blackhole ends. A peer that gives up meanwhile (its
+//   own timeout) closes its socket: the other side sees that after the blackhole, as on a
+//   real network. Bytes are never lost mid-stream: TCP does not do that.
 // - reset_all: every current connection is closed with RST (SO_LINGER 0) on both sides.
 // - idle kill: a connection with no bytes moving for the threshold is closed with RST on both
 //   sides without warning, like a middlebox dropping its state; peers see it on next use.

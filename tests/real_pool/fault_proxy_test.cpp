@@ -137,6 +137,7 @@ class Client {
   std::string echo(const std::string& data) {
     return send_all(data) ? receive(data.size()) : std::string();
   }
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
   // True if a read reports that the connection is gone (EOF or reset), not a timeout.
   bool is_closed() {
     char byte = 0;
@@ -211,28 +212,36 @@ TEST(FaultProxy, DelaysTheUpstreamConnect) {
   EXPECT_LT(elapsed, 3s);
 }
 
-TEST(FaultProxy, BlackholeDropsBytesAndHoldsNewConnections) {
+// A blackhole holds everything, as a dead link does to TCP: nothing arrives while it lasts,
+// everything (bytes, a FIN, a new connection's upstream connect) goes through when it ends.
+TEST(FaultProxy, BlackholeHoldsBytesAndNewConnectionsUntilItEnds) {
   EchoServer server;
   FaultProxy proxy("127.0.0.1", server.port());
   Client client(proxy.port(), 200ms);
   ASSERT_EQ(client.echo("before"), "before");
+  Client closing(proxy.port(), 200ms);
+  ASSERT_EQ(closing.echo("x"), "x");
 
   proxy.set_blackhole(true);
-  EXPECT_TRUE(client.send_all("lost"));
+  EXPECT_TRUE(client.send_all("held"));
   EXPECT_EQ(client.receive(4), "");  // nothing arrives: the receive times out
   EXPECT_EQ(errno, EAGAIN);
   Client late(proxy.port(), 200ms);  // accepted, but not forwarded
-  EXPECT_TRUE(late.send_all("also lost"));
-  EXPECT_TRUE(eventually([&] { return proxy.accepted() == 2; }));
+  EXPECT_TRUE(late.send_all("late"));
+  EXPECT_TRUE(eventually([&] { return proxy.accepted() == 3; }));
+  closing.shutdown_write();  // its FIN waits too: the echo server does not close
   std::this_thread::sleep_for(100ms);
-  EXPECT_EQ(server.accepted(), 1);
-  EXPECT_EQ(proxy.connections(), 2u);
+  EXPECT_EQ(server.accepted(), 2);
+  EXPECT_EQ(proxy.connections(), 3u);
+  EXPECT_EQ(closing.receive(1), "");
+  EXPECT_EQ(errno, EAGAIN);  // a timeout, not the echo server's FIN
 
   proxy.set_blackhole(false);
-  EXPECT_EQ(client.receive(4), "");  // swallowed bytes are dropped, not delayed
+  EXPECT_EQ(client.receive(4), "held");  // delivered late, not lost
+  EXPECT_EQ(late.receive(4), "late");    // its upstream connect went ahead, then its bytes
+  EXPECT_TRUE(closing.is_closed());      // the FIN went through, the echo server's came back
   EXPECT_EQ(client.echo("after"), "after");
-  EXPECT_EQ(late.echo("late"), "late");  // its upstream connect went ahead
-  EXPECT_EQ(server.accepted(), 2);
+  EXPECT_EQ(server.accepted(), 3);
 }
 
 TEST(FaultProxy, ResetAllResetsEveryConnection) {

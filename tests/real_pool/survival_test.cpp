@@ -7,14 +7,18 @@
 // issued when it is due, also when the pool is slow, and late requests are caught up. Every
 // request gets exactly one outcome: completed, a PoolError of a named kind, or a query error
 // classified as a disconnect (after which the handle reports disconnected()). A query has a
-// client-side deadline: in a black hole its bytes are dropped and no answer will ever come, so
-// a query that outlives it is a disconnect too ("query_timeout"; the connection is invalidated).
+// client-side deadline: in a black hole nothing moves until it ends, so a query that outlives
+// it is a disconnect too ("query_timeout"; the connection is invalidated).
 //
-// Each fault is followed by recovery (the pool's first completed request after the fault's
-// end, "served", and the first request issued after the end that completes, "fresh": it
-// queues behind the requests that waited through the fault), a short settle, and a quiesce: new requests pause, every request of the phase
-// must have its outcome (none lost, none answered twice), nothing is checked out, and the
-// server has exactly the pool's connections (none leaked). A monitor samples pg_stat_activity
+// Each fault is followed by recovery, measured from the fault's end: "checkout", until the pool
+// hands out a connection that then serves its request; "served", until any request completes;
+// "fresh", until a request issued after the end completes (it queues behind the requests that
+// waited through the fault). They are reported against a connect's time, measured first: alone,
+// and as one of pool_size + max_overflow started at once (what a pool refilling itself after a
+// fault does; SCRAM is CPU-bound, so on 2 cores each takes several times as long). Then a short
+// settle, and a quiesce: new requests pause, every request of the phase must have its outcome
+// (none lost, none answered twice), nothing is checked out, and the server has exactly the
+// pool's connections (none leaked). A monitor samples pg_stat_activity
 // in the steady windows between faults: never more than pool_size + max_overflow.
 //
 // Runs as a role without superuser rights (as an application would), with 8 connection slots
@@ -143,9 +147,11 @@ QueryStatus query(PGconn* conn, const char* sql, Clock::duration timeout) {
 }
 
 // One request: checkout, one statement, give the connection back as the Engine would.
-Outcome run_request(PgPool& pool, const char* sql) {
+// `granted` is set when the pool hands out the connection.
+Outcome run_request(PgPool& pool, const char* sql, Clock::time_point& granted) {
   try {
     PgPool::Handle handle = pool.checkout();
+    granted = Clock::now();
     switch (query(handle.conn(), sql, kQueryTimeout)) {
       case QueryStatus::kOk: return Outcome::kCompleted;  // released by the handle
       case QueryStatus::kDisconnect: handle.disconnected(); return Outcome::kDisconnect;
@@ -216,16 +222,20 @@ class Load {
       mark_.reset();
       recovered_.reset();
       served_.reset();
+      checkout_.reset();
       if (stats_.size() <= static_cast<std::size_t>(phase)) {
         stats_.resize(static_cast<std::size_t>(phase) + 1);
       }
     }
     cv_.notify_all();
   }
-  // From the fault's end at `at`: `served`, until the pool completes a request again (any
-  // request: those that waited through the fault come first, FIFO), and `fresh`, until a
-  // request issued after the end completes (it queues behind the fault's backlog).
+  // From the fault's end at `at`: `checkout`, until the pool hands out a connection that then
+  // serves its request (the pool has recovered: with pre_ping that is one failed ping and one
+  // connect); `served`, until that request or any other completes (its statement included:
+  // those that waited through the fault come first, FIFO); `fresh`, until a request issued
+  // after the end completes (it queues behind the fault's backlog).
   struct Recovery {
+    Clock::duration checkout;
     Clock::duration served;
     Clock::duration fresh;
   };
@@ -235,14 +245,17 @@ class Load {
     mark_ = at;
     recovered_.reset();
     served_.reset();
+    checkout_.reset();
     for (const Record& r : records_) {  // requests already done since `at`
       if (!r.answered || r.outcome != Outcome::kCompleted || r.done < at) continue;
       if (!served_ || r.done < *served_) served_ = r.done;
+      if (r.granted >= at && (!checkout_ || r.granted < *checkout_)) checkout_ = r.granted;
       if (r.issued >= at && (!recovered_ || r.done < *recovered_)) recovered_ = r.done;
     }
     cv_.wait_for(lock, timeout, [&] { return recovered_.has_value(); });
     if (!recovered_) return std::nullopt;
-    return Recovery{*served_ - at, *recovered_ - at};
+    // The request that set recovered_ was issued after `at`, so granted after it: checkout_ is set.
+    return Recovery{*checkout_ - at, *served_ - at, *recovered_ - at};
   }
   PhaseStats stats(int phase) {
     std::lock_guard lock(mutex_);
@@ -253,6 +266,7 @@ class Load {
   struct Record {
     Clock::time_point issued;
     Clock::time_point done;
+    Clock::time_point granted;  // when the pool handed it a connection (if it did)
     std::size_t phase = 0;
     Outcome outcome = Outcome::kUnexpected;
     bool answered = false;
@@ -282,18 +296,19 @@ class Load {
         std::lock_guard lock(mutex_);
         if (paused_ || stopping_) continue;
         id = records_.size();
-        records_.push_back({Clock::now(), {}, static_cast<std::size_t>(phase_), {}, false});
+        records_.push_back({Clock::now(), {}, {}, static_cast<std::size_t>(phase_), {}, false});
         ++stats_[static_cast<std::size_t>(phase_)].issued;
         ++in_flight_;
       }
       next += gap();  // open loop: the next arrival does not wait for this one to finish
       const char* sql = uniform(rng) < kSleepShare ? "SELECT pg_sleep(0.005)" : "SELECT 1";
-      const Outcome outcome = run_request(pool_, sql);
-      finish(id, outcome);
+      Clock::time_point granted{};
+      const Outcome outcome = run_request(pool_, sql, granted);
+      finish(id, outcome, granted);
     }
   }
 
-  void finish(std::size_t id, Outcome outcome) {
+  void finish(std::size_t id, Outcome outcome, Clock::time_point granted) {
     {
       std::lock_guard lock(mutex_);
       Record& r = records_[id];
@@ -305,6 +320,7 @@ class Load {
       r.answered = true;
       r.outcome = outcome;
       r.done = Clock::now();
+      r.granted = granted;
       ++s.outcomes[index_of(outcome)];
       --in_flight_;
       if (outcome != Outcome::kCompleted && recovered_ && r.issued >= *recovered_) {
@@ -312,6 +328,10 @@ class Load {
       }
       if (outcome == Outcome::kCompleted && mark_ && r.done >= *mark_ && !served_) {
         served_ = r.done;
+      }
+      if (outcome == Outcome::kCompleted && mark_ && r.granted >= *mark_ &&
+          (!checkout_ || r.granted < *checkout_)) {
+        checkout_ = r.granted;
       }
       if (outcome == Outcome::kCompleted && mark_ && r.issued >= *mark_ &&
           (!recovered_ || r.done < *recovered_)) {
@@ -333,6 +353,7 @@ class Load {
   std::optional<Clock::time_point> mark_;
   std::optional<Clock::time_point> recovered_;
   std::optional<Clock::time_point> served_;
+  std::optional<Clock::time_point> checkout_;
   std::vector<std::thread> threads_;
 };
 
@@ -454,6 +475,36 @@ void with_retries(const std::function<void()>& action) {
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// The time a connect takes on the pool's path (through the proxy, the application's role and
+// its password: SCRAM, CPU-bound on both ends), `rounds` times `at_once` connects started
+// together on as many threads; sorted. at_once = 1: one connect alone. A pool that recovers
+// from an outage opens up to pool_size + max_overflow at once, and on a 2-core machine those
+// share the CPU: each takes several times as long.
+std::vector<Clock::duration> connect_times(const std::string& dsn, int rounds, int at_once) {
+  std::vector<Clock::duration> times;
+  std::mutex mutex;
+  bool failed = false;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < at_once; ++i) {
+      threads.emplace_back([&] {
+        const Clock::time_point start = Clock::now();
+        PGconn* conn = PQconnectdb(dsn.c_str());
+        const Clock::duration took = Clock::now() - start;
+        const bool ok = PQstatus(conn) == CONNECTION_OK;
+        PQfinish(conn);
+        std::lock_guard lock(mutex);
+        times.push_back(took);
+        failed = failed || !ok;
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  if (failed) throw std::runtime_error("a timing connect failed");
+  std::sort(times.begin(), times.end());
+  return times;
+}
+
 void sleep(Clock::duration d) { std::this_thread::sleep_for(d); }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,6 +600,18 @@ TEST_F(SurvivalTest, FaultsUnderLoad) {
        Outcome::kConnectFailed},
   };
 
+  // A connect's time, the yardstick of recovery with pre_ping (reported, not asserted): alone,
+  // and as one of kPoolLimit started at once (a pool refilling itself after a fault).
+  const std::vector<Clock::duration> alone = connect_times(app_dsn(proxy.port()), 21, 1);
+  const std::vector<Clock::duration> burst = connect_times(app_dsn(proxy.port()), 3, kPoolLimit);
+  const Clock::duration connect_alone = alone[alone.size() / 2];
+  const Clock::duration connect_in_burst = burst[burst.size() / 2];
+  std::printf(
+      "[survival] one connect (through the proxy, SCRAM), alone: min %.1f ms, median "
+      "%.1f ms, max %.1f ms of %zu; %d at once: median %.1f ms, max %.1f ms of %zu\n",
+      ms(alone.front()), ms(connect_alone), ms(alone.back()), alone.size(), kPoolLimit,
+      ms(connect_in_burst), ms(burst.back()), burst.size());
+
   Load load(*pool);
   auto monitor = std::make_unique<Monitor>(server, *pool);  // stopped before the pool goes
   load.start();
@@ -570,10 +633,14 @@ TEST_F(SurvivalTest, FaultsUnderLoad) {
       if (s.outcomes[k] > 0)
         kinds += " " + std::string(kOutcomeNames[k]) + "=" + std::to_string(s.outcomes[k]);
     }
-    char recovery_text[64] = "-";
+    char recovery_text[160] = "-";
     if (recovery) {
-      std::snprintf(recovery_text, sizeof recovery_text, "served %.1f ms, fresh %.1f ms",
-                    ms(recovery->served), ms(recovery->fresh));
+      std::snprintf(recovery_text, sizeof recovery_text,
+                    "checkout %.1f ms (connects: %.2f alone, %.2f in a burst), served %.1f ms, "
+                    "fresh %.1f ms",
+                    ms(recovery->checkout), ms(recovery->checkout) / ms(connect_alone),
+                    ms(recovery->checkout) / ms(connect_in_burst), ms(recovery->served),
+                    ms(recovery->fresh));
     }
     std::printf(
         "[survival] %-15s issued %5llu completed %5llu errors %4llu {%s } lost %llu twice %llu "
