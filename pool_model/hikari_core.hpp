@@ -170,7 +170,7 @@ class HikariCore {
     if (at == Instant::max() && kind != TimerKind::kWait) return;
     timers_.push(Timer{at, kind, id, gen});
   }
-  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  template <typename A>  // an alternative of Action: it goes to its place, not through an Action
   void emit(A&& action) {
     actions_.push(std::forward<A>(action));
   }

@@ -183,7 +183,7 @@ class PgbouncerCore {
     if (at == Instant::max()) return;
     timers_.push(Timer{at, gen});
   }
-  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  template <typename A>  // an alternative of Action: it goes to its place, not through an Action
   void emit(A&& action) {
     actions_.push(std::forward<A>(action));
   }

@@ -491,11 +491,6 @@ PoolCore::Slot& PoolCore::slot_in(SlotId id, SlotState expected, const char* eve
   return slots_[index(id)];
 }
 
-void PoolCore::notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
-                      std::optional<InvalidateReason> reason) {
-  if (config_.events == PoolEvents::kOn) emit(Notify{event, conn, record, reason, flow_});
-}
-
 // ---- invariants --------------------------------------------------------------------------------
 
 void PoolCore::check_invariants() const {

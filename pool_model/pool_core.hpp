@@ -130,9 +130,13 @@ class PoolCore {
   SlotId alloc_slot();
   void free_slot(SlotId slot);
   Slot& slot_in(SlotId slot, SlotState expected, const char* event);
+  // Inline, so that with events off (every simulation) its optional arguments are never built:
+  // passed out of line they cost a store-forwarding stall on every checkin.
   void notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
-              std::optional<InvalidateReason> reason = std::nullopt);
-  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+              std::optional<InvalidateReason> reason = std::nullopt) {
+    if (config_.events == PoolEvents::kOn) emit(Notify{event, conn, record, reason, flow_});
+  }
+  template <typename A>  // an alternative of Action: it goes to its place, not through an Action
   void emit(A&& action) {
     actions_.push(std::forward<A>(action));
   }

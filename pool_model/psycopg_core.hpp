@@ -210,7 +210,7 @@ class PsycopgCore {
     if (at == Instant::max() && (kind == TimerKind::kShrink || kind == TimerKind::kRetry)) return;
     timers_.push(Timer{at, next_timer_++, kind, id, gen});
   }
-  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  template <typename A>  // an alternative of Action: it goes to its place, not through an Action
   void emit(A&& action) {
     actions_.push(std::forward<A>(action));
   }

@@ -105,7 +105,7 @@ class StaticCore {
   void free_checkout(SlotId slot);
   void notify(PoolEvent event, std::optional<ConnId> conn, std::optional<RecordId> record,
               std::optional<InvalidateReason> reason = std::nullopt);
-  template <typename A>  // an alternative of Action: it is built in the queue, not copied in
+  template <typename A>  // an alternative of Action: it goes to its place, not through an Action
   void emit(A&& action) {
     actions_.push(std::forward<A>(action));
   }

@@ -3,7 +3,7 @@
 //
 //   BM_ReferenceModel          the full simulator (PoolCore, engine, statistics)
 //   BM_HandWrittenLoop         a minimal event loop of the same model with nothing else in it,
-//                              the yardstick the simulator is held to (within 2x)
+//                              the yardstick the simulator is held to (within 1.5x)
 //   BM_ReferenceModelAllFaults the reference model with pre_ping, recycle, idle drops, random
 //                              drops and 4 processes on
 //   BM_PoolCoreCheckoutReturn  checkout + return of an idle connection through PoolCore alone
