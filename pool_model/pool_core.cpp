@@ -111,15 +111,16 @@ PoolCore::PoolCore(const PoolConfig& config)
 // ---- the driver's interface ------------------------------------------------------------------
 
 void PoolCore::handle(Instant now, const Event& event) {
+  std::visit([&](const auto& e) { handle(now, e); }, event);
+}
+
+void PoolCore::advance(Instant now) {
   require(now >= now_, "time went backwards");
   now_ = now;
-  std::visit([this](const auto& e) { on(e); }, event);
-  run_handoffs();
 }
 
 void PoolCore::handle_timeout(Instant now) {
-  require(now >= now_, "time went backwards");
-  now_ = now;
+  advance(now);
   // With one constant timeout, waiters' deadlines are in arrival order.
   while (!waiters_.empty() && waiters_.front().deadline && *waiters_.front().deadline <= now) {
     const RequestId request = waiters_.front().request;

@@ -442,7 +442,9 @@ class Simulation {
 
   // ---- driving the pools ------------------------------------------------------------------------
 
-  void feed(std::uint32_t process, const Event& event) {
+  // E is one of Event's alternatives: PoolCore takes it as it is, the other cores as an Event.
+  template <typename E>
+  void feed(std::uint32_t process, const E& event) {
     if (process == kBouncer) [[unlikely]] {
       feed_bouncer(event);
       return;
