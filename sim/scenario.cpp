@@ -281,7 +281,28 @@ std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::files
   return entries;
 }
 
+// The workload keys that one kind of arrival alone reads (nullptr: every kind, or none): given
+// with another they would be ignored, and the user would think they were in effect.
+const char* arrival_reading(std::string_view key) {
+  if (key == "workload.burst_rate" || key == "workload.burst_on" || key == "workload.burst_off")
+    return "onoff";
+  if (key == "workload.period" || key == "workload.amplitude") return "diurnal";
+  if (key == "workload.clients" || key == "workload.think") return "closed";
+  if (key == "workload.trace") return "trace";
+  return nullptr;
+}
+
 }  // namespace
+
+bool option_applies(Arrival arrival, std::string_view key) {
+  const char* reader = arrival_reading(key);
+  if (reader == nullptr) return true;
+  const std::string_view kind = reader;
+  return (kind == "onoff" && arrival == Arrival::kOnOff) ||
+         (kind == "diurnal" && arrival == Arrival::kDiurnal) ||
+         (kind == "closed" && arrival == Arrival::kClosed) ||
+         (kind == "trace" && arrival == Arrival::kTrace);
+}
 
 bool option_applies(Policy policy, std::string_view key) {
   if (key.starts_with("hikari.")) return policy == Policy::kHikari;
@@ -305,7 +326,9 @@ bool option_applies(Policy policy, std::string_view key) {
 std::map<std::string, std::string> Scenario::rerun_options() const {
   std::map<std::string, std::string> options;
   for (const auto& [key, value] : echo) {
-    if (option_applies(pool.policy, key)) options.emplace(key, value);
+    if (option_applies(pool.policy, key) && option_applies(arrival, key)) {
+      options.emplace(key, value);
+    }
   }
   return options;
 }
@@ -482,6 +505,13 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
     in.refuse("workload.arrival", "must be poisson, constant, onoff, diurnal, trace or closed");
   }
   s.arrival = found->second;
+  for (const OptionInfo& option : kOptions) {
+    if (in.given(option.key) && !option_applies(s.arrival, option.key)) {
+      in.refuse(option.key, std::string("applies to workload.arrival = ") +
+                                arrival_reading(option.key) + " only (this scenario's is " +
+                                arrival + ")");
+    }
+  }
   s.rate = in.number("workload.rate");
   if (!(s.rate > 0) || s.rate > 1e9)
     in.refuse("workload.rate", "must be more than 0 and at most 1e9 per second");

@@ -107,6 +107,9 @@ extern const std::vector<OptionInfo> kOptions;
 // of psycopg, pgbouncer.* only of pgbouncer; pool.size, max_overflow, timeout and use_lifo not
 // of null or static; of pool.* only policy and reset_on_return of hikari and psycopg. make_scenario refuses a given option that does not apply.
 bool option_applies(Policy policy, std::string_view key);
+// Whether the arrival kind reads the option (workload.burst_* only onoff, workload.clients only
+// closed, ...): make_scenario refuses one given for another kind.
+bool option_applies(Arrival arrival, std::string_view key);
 
 // Thrown for bad input; what() is one line naming the key, the value and what is allowed.
 struct ScenarioError : std::runtime_error {

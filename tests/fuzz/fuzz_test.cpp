@@ -621,6 +621,21 @@ class ScenarioGenerator {
         }
       }
     }
+    // The keys of the other arrival kinds are refused like the other pools' keys: they come
+    // only as often as other wild input does.
+    sim::Arrival arrival = sim::Arrival::kPoisson;
+    for (const auto& [key, text] : entries) {
+      if (key != "workload.arrival") continue;
+      arrival = text == "constant"  ? sim::Arrival::kConstant
+                : text == "onoff"   ? sim::Arrival::kOnOff
+                : text == "diurnal" ? sim::Arrival::kDiurnal
+                : text == "trace"   ? sim::Arrival::kTrace
+                : text == "closed"  ? sim::Arrival::kClosed
+                                    : sim::Arrival::kPoisson;
+    }
+    std::erase_if(entries, [&](const auto& e) {
+      return !sim::option_applies(arrival, e.first) && !r_.chance(wild_);
+    });
     std::shuffle(entries.begin(), entries.end(), r_.engine());
     if (r_.chance(wild_)) {  // a key given twice
       if (!entries.empty()) entries.push_back(entries[r_.below(entries.size())]);

@@ -372,11 +372,18 @@ def test_options_frame_matches_the_command_line_help(binary):
     assert defaults == help_defaults
 
 
+ARRIVAL_ONLY = {"workload.burst_rate": "onoff", "workload.burst_on": "onoff",
+                "workload.burst_off": "onoff", "workload.period": "diurnal",
+                "workload.amplitude": "diurnal", "workload.clients": "closed",
+                "workload.think": "closed", "workload.trace": "trace"}
+
+
 def test_every_option_keyword_is_accepted_with_its_default():
     """Each keyword spelling from options() runs, and its default changes nothing.
 
     hikari.* keys apply to pool.policy = hikari only, so they are tried on a HikariCP pool,
-    psycopg.* on a psycopg_pool and pgbouncer.* behind pgbouncer."""
+    psycopg.* on a psycopg_pool and pgbouncer.* behind pgbouncer. The keys one other arrival
+    kind alone reads are refused with the default poisson arrival, naming that kind."""
     frame = poolsim.options()
     policies = ("queuepool", "hikari", "psycopg", "pgbouncer")
     reference = {policy: without(poolsim.simulate(duration="1s", pool_policy=policy).to_dict(),
@@ -384,6 +391,11 @@ def test_every_option_keyword_is_accepted_with_its_default():
                  for policy in policies}
     for keyword, key, default in zip(frame["keyword"], frame["key"], frame["default"]):
         if key in ("duration", "pool.policy"):
+            continue
+        if key in ARRIVAL_ONLY:
+            with pytest.raises(ValueError, match=f"^{key} = .*: applies to workload.arrival = "
+                                                 f"{ARRIVAL_ONLY[key]} only"):
+                poolsim.simulate(duration="1s", **{keyword: default})
             continue
         prefix = key.split(".")[0]
         policy = prefix if prefix in policies else "queuepool"
