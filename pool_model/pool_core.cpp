@@ -63,6 +63,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "pool_model/slots.hpp"
+
 namespace poolsim {
 namespace {
 
@@ -467,15 +469,7 @@ SlotId PoolCore::take_idle() {
   return id;
 }
 
-SlotId PoolCore::alloc_slot() {
-  if (!free_slots_.empty()) {
-    const SlotId id = free_slots_.back();
-    free_slots_.pop_back();
-    return id;
-  }
-  slots_.emplace_back();
-  return SlotId{static_cast<std::uint32_t>(slots_.size() - 1)};
-}
+SlotId PoolCore::alloc_slot() { return take_free_slot(slots_, free_slots_); }
 
 void PoolCore::free_slot(SlotId id) {
   slots_[index(id)].state = SlotState::kFree;

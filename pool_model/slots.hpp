@@ -1,5 +1,6 @@
-// The connection slots of the cores that keep their own records (HikariCore, PsycopgCore,
-// PgbouncerCore): a vector of records named by their index (SlotId), freed ones reused first.
+// The slots of every core: a vector of records named by their index (SlotId), freed ones
+// reused first (PoolCore's records, StaticCore's checkouts, HikariCore's, PsycopgCore's and
+// PgbouncerCore's connections).
 #pragma once
 
 #include <cstddef>

@@ -39,6 +39,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "pool_model/slots.hpp"
+
 namespace poolsim {
 namespace {
 
@@ -366,15 +368,7 @@ void StaticCore::release(std::uint32_t record) {
   free_records_.push_back(record);
 }
 
-SlotId StaticCore::alloc_checkout() {
-  if (!free_checkouts_.empty()) {
-    const SlotId slot = free_checkouts_.back();
-    free_checkouts_.pop_back();
-    return slot;
-  }
-  checkouts_.emplace_back();
-  return SlotId{static_cast<std::uint32_t>(checkouts_.size() - 1)};
-}
+SlotId StaticCore::alloc_checkout() { return take_free_slot(checkouts_, free_checkouts_); }
 
 void StaticCore::free_checkout(SlotId slot) {
   Checkout& c = checkouts_[index(slot)];
