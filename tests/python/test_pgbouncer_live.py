@@ -154,6 +154,22 @@ def _poisson(rng, rate, mean_hold, start, end):
         rows.append((at, rng.exponential(mean_hold)))
 
 
+def _live(server, settings, options, watch_until_s=None):
+    """The trace through SQLAlchemy and a private pgbouncer with `settings`, watched (with
+    watch_until_s, until that long after the start). Returns (result, watch, pgbouncer's log,
+    the start's perf_counter)."""
+    with poolsim.Pgbouncer(server, **settings) as bouncer:
+        watch = Watch(server, bouncer)
+        try:
+            start = time.perf_counter()
+            live = poolsim.sqlalchemy_live(url=bouncer.url, **options)
+            if watch_until_s is not None:
+                time.sleep(max(0.0, start + watch_until_s - time.perf_counter()))
+        finally:
+            watch.close()
+        return live, watch, bouncer.log(), start
+
+
 def _model(costs, bouncer_settings, request_ms=None, **options):
     """poolsim.simulate of pgbouncer with the measured costs (a request's own: request_ms)."""
     request_ms = costs["request"] if request_ms is None else request_ms
@@ -241,12 +257,7 @@ def test_processes_share_default_pool_size_servers(server, costs, tmp_path):
     rows = _poisson(np.random.default_rng(60), 60, 0.040, 0.0, 8.0)
     options = dict(APP, app_processes=4, workload_arrival="trace", duration=9,
                    workload_trace=_write_trace(tmp_path / "trace.csv", rows))
-    with poolsim.Pgbouncer(server, **settings) as bouncer:
-        watch = Watch(server, bouncer)
-        try:
-            live = poolsim.sqlalchemy_live(url=bouncer.url, **options)
-        finally:
-            watch.close()
+    live, watch, _, _ = _live(server, settings, options)
     sim = _model(costs, settings, **options)
     free = _model(costs, settings, request_ms=0.0, **options)
     loaded = _model(costs, settings, request_ms=costs["request"] + 4.0, **options)
@@ -299,13 +310,7 @@ def test_query_wait_timeout_refuses_transactions_at_janitor_ticks(server, costs,
     rows = _poisson(np.random.default_rng(40), 40, 0.050, 0.0, 4.0)
     options = dict(APP, app_processes=2, workload_arrival="trace", duration=5,
                    workload_trace=_write_trace(tmp_path / "trace.csv", rows))
-    with poolsim.Pgbouncer(server, **settings) as bouncer:
-        watch = Watch(server, bouncer)
-        try:
-            live = poolsim.sqlalchemy_live(url=bouncer.url, **options)
-        finally:
-            watch.close()
-        log = bouncer.log()
+    live, watch, log, _ = _live(server, settings, options)
     refused = live.errors.disconnect + live.errors.connect_failed
     # Every refusal was pgbouncer's query_wait_timeout, once a client.
     assert log.count("closing because: query_wait_timeout") == refused > 0
@@ -356,14 +361,7 @@ def test_server_idle_timeout_closes_idle_servers(server, costs, tmp_path):
     end_s = 4.6
     options = dict(APP, app_processes=2, workload_arrival="trace", duration=end_s,
                    workload_trace=_write_trace(tmp_path / "trace.csv", rows))
-    with poolsim.Pgbouncer(server, **settings) as bouncer:
-        watch = Watch(server, bouncer)
-        try:
-            start = time.perf_counter()
-            live = poolsim.sqlalchemy_live(url=bouncer.url, **options)
-            time.sleep(max(0.0, start + end_s - time.perf_counter()))
-        finally:
-            watch.close()
+    live, watch, _, start = _live(server, settings, options, watch_until_s=end_s)
     assert live.completed == len(rows)
 
     grid, curves = _model_levels(costs, settings, options, tmp_path, rows, end_s)
@@ -407,14 +405,7 @@ def test_the_reserve_opens_after_reserve_pool_timeout(server, costs, tmp_path):
     end_s = 2.2
     options = dict(APP, app_processes=1, workload_arrival="trace", duration=end_s,
                    workload_trace=_write_trace(tmp_path / "trace.csv", rows))
-    with poolsim.Pgbouncer(server, **settings) as bouncer:
-        watch = Watch(server, bouncer)
-        try:
-            start = time.perf_counter()
-            live = poolsim.sqlalchemy_live(url=bouncer.url, **options)
-        finally:
-            watch.close()
-        log = bouncer.log()
+    live, watch, log, start = _live(server, settings, options)
     assert live.completed == 3
     assert log.count("taking connection from reserve_pool") == 1
     assert watch.peak(1) == watch.peak(2) == 2

@@ -62,6 +62,32 @@ bool run(const PgPool::Handle& handle, const char* sql) {
 
 int backend_pid(const PgPool::Handle& handle) { return PQbackendPID(handle.conn()); }
 
+// `threads` threads check out `checkouts` times each, one checkout in ten running SELECT 1.
+struct Hammered {
+  int granted = 0;  // checkouts answered with a connection
+  int failed = 0;   // a PoolError, or a statement that failed
+};
+Hammered hammer(PgPool& pool, int threads, int checkouts) {
+  std::atomic<int> granted = 0;
+  std::atomic<int> failed = 0;
+  std::vector<std::thread> running;
+  for (int t = 0; t < threads; ++t) {
+    running.emplace_back([&, t] {
+      for (int i = 0; i < checkouts; ++i) {
+        try {
+          PgPool::Handle handle = pool.checkout();
+          if (i % 10 == t % 10 && !run(handle, "SELECT 1")) ++failed;
+          ++granted;
+        } catch (const PoolError&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (auto& thread : running) thread.join();
+  return Hammered{granted, failed};
+}
+
 PoolConfig config_of(int pool_size, int max_overflow) {
   PoolConfig config;
   config.pool_size = pool_size;
@@ -468,25 +494,9 @@ TEST_F(PgPoolTest, ConcurrentCheckoutsAreAllAnswered) {
   constexpr int kThreads = 8;
   constexpr int kCheckouts = 200;
   PgPool pool(dsn(), config_of(4, 0));
-  std::atomic<int> granted = 0;
-  std::atomic<int> failed = 0;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kCheckouts; ++i) {
-        try {
-          PgPool::Handle handle = pool.checkout();
-          if (i % 10 == t % 10 && !run(handle, "SELECT 1")) ++failed;
-          ++granted;
-        } catch (const PoolError&) {
-          ++failed;
-        }
-      }
-    });
-  }
-  for (auto& thread : threads) thread.join();
-  EXPECT_EQ(granted, kThreads * kCheckouts);
-  EXPECT_EQ(failed, 0);
+  const Hammered result = hammer(pool, kThreads, kCheckouts);
+  EXPECT_EQ(result.granted, kThreads * kCheckouts);
+  EXPECT_EQ(result.failed, 0);
   const PoolStatus status = pool.status();
   EXPECT_EQ(status.checkedout, 0);
   EXPECT_EQ(status.waiting, 0);
@@ -645,25 +655,9 @@ TEST_F(PgPoolTest, BackgroundPoolsAnswerConcurrentCheckouts) {
     std::unique_ptr<PgPool> pool = design == 0
                                        ? std::make_unique<PgPool>(dsn(), hikari_of(4, 4))
                                        : std::make_unique<PgPool>(dsn(), psycopg_of(2, 4));
-    std::atomic<int> granted = 0;
-    std::atomic<int> failed = 0;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < kCheckouts; ++i) {
-          try {
-            PgPool::Handle handle = pool->checkout();
-            if (i % 10 == t % 10 && !run(handle, "SELECT 1")) ++failed;
-            ++granted;
-          } catch (const PoolError&) {
-            ++failed;
-          }
-        }
-      });
-    }
-    for (auto& thread : threads) thread.join();
-    EXPECT_EQ(granted, kThreads * kCheckouts) << design;
-    EXPECT_EQ(failed, 0) << design;
+    const Hammered result = hammer(*pool, kThreads, kCheckouts);
+    EXPECT_EQ(result.granted, kThreads * kCheckouts) << design;
+    EXPECT_EQ(result.failed, 0) << design;
     EXPECT_EQ(pool->in_use(), 0u) << design;
     EXPECT_LE(pool->open_connections(), 4u) << design;
     EXPECT_LE(connections(), 4) << design;
