@@ -2,17 +2,33 @@
 //
 // Everything here is our own arithmetic on uint64_t and IEEE doubles, so a seed gives the same
 // numbers with every compiler and standard library (std:: distributions differ between them).
-// The only outside code used is std::log and std::sqrt (std::sqrt is exact; glibc's std::log is
-// correctly rounded in practice, other libms may differ in the last bit).
+// The only outside code used is std::log, std::exp and std::sqrt (std::sqrt is exact; glibc's
+// std::log and std::exp are correctly rounded in practice, other libms may differ in the last
+// bit), which also build the exponential's ziggurat tables.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 namespace poolsim::sim {
 
 // xoshiro256++ 1.0 by David Blackman and Sebastiano Vigna ("Scrambled linear pseudorandom
 // number generators", ACM TOMS 2021; https://prng.di.unimi.it/), seeded with Vigna's splitmix64.
+// The exponential ziggurat's 256 layers of equal area v (built in random.cpp). Boundaries
+// x_0 = r > x_1 > ... > x_255 = 0 under the density exp(-x). Layer 0 is the base:
+// [0, r) x [0, exp(-r)) with the tail beyond r, taken as one rectangle of area v. Layer k > 0
+// spans [0, x_{k-1}) across and [exp(-x_{k-1}), exp(-x_k)) up; its core [0, x_k) lies wholly
+// under the density.
+struct ExpZiggurat {
+  static constexpr int kLayers = 256;
+  double scale[kLayers];         // the layer's width / 2^53: a 53-bit point times it is an x
+  std::uint64_t inner[kLayers];  // a 53-bit point below it lies in the core
+  double density[kLayers];       // exp(-x_k)
+  double r;                      // x_0, where the tail begins
+};
+extern const ExpZiggurat kExpZiggurat;
+
 class Rng {
  public:
   // Distinct streams of one seed start from distinct points: their sequences do not overlap in
@@ -40,14 +56,31 @@ class Rng {
   // Uniform in [0, n), without modulo bias. Requires n > 0.
   std::uint64_t below(std::uint64_t n);
 
-  // Exponential with the given mean (inversion: one uniform per sample).
-  double exponential(double mean) { return -mean * std::log(uniform_open()); }
+  // Exponential with the given mean: Marsaglia and Tsang's ziggurat ("The ziggurat method for
+  // generating random variables", J. Stat. Softw. 2000) with 256 layers. Exact; 98.9% of the
+  // samples take one draw, a multiply and a compare, and no log(): inversion's log() was half
+  // the cost of drawing a request.
+  double exponential(double mean) { return mean * standard_exponential(); }
+  double standard_exponential() {
+    for (;;) {
+      const std::uint64_t bits = next();
+      const std::size_t layer = bits & 0xFF;  // the low 8 bits pick a layer, the top 53 a point
+      const std::uint64_t u = bits >> 11;
+      const double x = static_cast<double>(u) * kExpZiggurat.scale[layer];
+      if (u < kExpZiggurat.inner[layer]) [[likely]] return x;  // inside the layer's core
+      const double edge = exponential_edge(layer, x);
+      if (edge >= 0) return edge;
+    }
+  }
 
   // Standard normal (Marsaglia's polar method; the second value of each pair is kept).
   double normal();
 
  private:
   static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  // A point x of `layer` outside its core: x itself if it falls under the density (one more
+  // uniform), a sample of the tail for the base layer, or -1 to start again.
+  double exponential_edge(std::size_t layer, double x);
 
   std::uint64_t s_[4];
   double spare_normal_ = 0;

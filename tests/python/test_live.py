@@ -154,7 +154,9 @@ def test_nullpool_opens_a_connection_for_every_request_in_both(server):
         assert r.requests == sim.requests > 0
         assert r.completed == r.requests and r.timeouts == 0
         assert r.connections.opened == r.requests  # one connect per request, none kept
-        assert r.connections.closed == r.connections.opened
+        # closed on return: all but those still held when the run ends (at most the peak)
+        c = r.connections
+        assert c.opened - c.peak <= c.closed <= c.opened
         assert r.config["pool.policy"] == "null"
     assert "NullPool" in ours.table()
     assert "NullPool" in theirs.driver
