@@ -5,39 +5,19 @@
 
 namespace poolsim::sim {
 
-Duration from_seconds(double s) {
-  const double ns = s * 1e9;
-  // A gap too long for Duration (a rate of 1e-12 per second draws ~30000 years) is the longest
-  // there is: nothing comes after it. llround would give an unspecified, usually negative value.
-  if (!(ns < 0x1p63)) return Duration::max();
-  return Duration(ns >= 0 ? round_to_integer(ns) : std::llround(ns));
-}
-
 Workload::Workload(const Scenario& scenario, int replication)
     : s_(scenario),
       arrivals_(
           stream_rng(scenario.seed, Stream::kArrivals, static_cast<std::uint64_t>(replication))),
       service_(
           stream_rng(scenario.seed, Stream::kService, static_cast<std::uint64_t>(replication))),
-      end_(Instant(scenario.warmup + scenario.duration)) {}
+      end_(Instant(scenario.warmup + scenario.duration)),
+      mean_gap_s_(1.0 / scenario.rate) {}
 
-std::optional<PlannedRequest> Workload::next() {
-  std::optional<Duration> hold;
-  if (s_.arrival == Arrival::kTrace && trace_next_ < s_.trace->size()) {
-    hold = (*s_.trace)[trace_next_].hold;
-  }
-  const Instant at = next_arrival();
-  if (at >= end_) return std::nullopt;
-  last_ = at;
-  if (s_.arrival == Arrival::kTrace) ++trace_next_;
-  return PlannedRequest{at, hold ? *hold : s_.service.sample(service_)};
-}
-
-Instant Workload::next_arrival() {
+Instant Workload::next_arrival_not_poisson() {
   const Instant from = last_;
   switch (s_.arrival) {
-    case Arrival::kPoisson:
-      return saturating_add(from, from_seconds(arrivals_.exponential(1.0 / s_.rate)));
+    case Arrival::kPoisson: break;  // inline in next_arrival()
     case Arrival::kConstant:  // at 0, 1/rate, 2/rate, ...: computed, not summed, so no drift
       return Instant(from_seconds(static_cast<double>(constant_index_++) / s_.rate));
     case Arrival::kOnOff: {
