@@ -13,8 +13,6 @@
 
 namespace poolsim::sim {
 
-// xoshiro256++ 1.0 by David Blackman and Sebastiano Vigna ("Scrambled linear pseudorandom
-// number generators", ACM TOMS 2021; https://prng.di.unimi.it/), seeded with Vigna's splitmix64.
 // The exponential ziggurat's 256 layers of equal area v (built in random.cpp). Boundaries
 // x_0 = r > x_1 > ... > x_255 = 0 under the density exp(-x). Layer 0 is the base:
 // [0, r) x [0, exp(-r)) with the tail beyond r, taken as one rectangle of area v. Layer k > 0
@@ -29,6 +27,8 @@ struct ExpZiggurat {
 };
 extern const ExpZiggurat kExpZiggurat;
 
+// xoshiro256++ 1.0 by David Blackman and Sebastiano Vigna ("Scrambled linear pseudorandom
+// number generators", ACM TOMS 2021; https://prng.di.unimi.it/), seeded with Vigna's splitmix64.
 class Rng {
  public:
   // Distinct streams of one seed start from distinct points: their sequences do not overlap in

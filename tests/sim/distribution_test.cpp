@@ -278,7 +278,7 @@ TEST(Rng, ExponentialAndNormalMoments) {
   double sum = 0;
   for (int i = 0; i < kSamples; ++i) {
     const double x = rng.exponential(2.0);
-    ASSERT_GT(x, 0.0);
+    ASSERT_GE(x, 0.0);  // 0 itself once in 2^61 draws (the ziggurat's point 0)
     sum += x;
   }
   EXPECT_NEAR(sum / kSamples, 2.0, kZ999 * 2.0 / std::sqrt(kSamples));
