@@ -3,15 +3,17 @@
 #include <poll.h>
 
 #include <array>
-#include <deque>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -36,31 +38,74 @@ struct Request {
   std::optional<Answer> answer;
   Request* prev = nullptr;
   Request* next = nullptr;
+  // Set under the lock by a thread that will notify `wake` after unlocking (Work::wake), and
+  // cleared by it once done. The request may have its answer and be leaving by then (a
+  // spurious or timed-out wait sees it): it must not vanish under that notify_one().
+  std::atomic<bool> wake_pending{false};
+  ~Request() {
+    while (wake_pending.load(std::memory_order_acquire)) std::this_thread::yield();
+  }
 };
 
-// I/O collected under the lock and done after it, by the thread that caused it.
-class Work {
+// A list that holds its first N items in place: a lock scope collects a few, without malloc.
+template <typename T, std::size_t N>
+class ShortList {
  public:
-  void close(PGconn* conn) {
-    if (small_count_ < small_.size()) {
-      small_[small_count_++] = conn;
+  void push_back(T item) {
+    if (count_ < first_.size()) {
+      first_[count_++] = item;
     } else {
-      more_.push_back(conn);
+      more_.push_back(item);
     }
   }
-  void run_closes() {
-    for (std::size_t i = 0; i < small_count_; ++i) PQfinish(small_[i]);
-    small_count_ = 0;
-    for (PGconn* conn : more_) PQfinish(conn);
+  // Calls f on each item in order, then empties the list.
+  template <typename F>
+  void drain(F f) {
+    for (std::size_t i = 0; i < count_; ++i) f(first_[i]);
+    count_ = 0;
+    for (T item : more_) f(item);
     more_.clear();
+  }
+
+ private:
+  std::array<T, N> first_{};
+  std::size_t count_ = 0;
+  std::vector<T> more_;
+};
+
+// Done after the lock, by the thread that caused it: I/O collected under the lock, and the
+// wake-ups of the checkouts it answered. A waiter notified under the lock would wake only to
+// block on the mutex still held and wait to be woken once more: at 8 threads on 4 connections
+// (a hand-off per checkout) notifying after the unlock made checkouts 3x faster.
+class Work {
+ public:
+  Work() = default;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  ~Work() { run_wakes(); }  // none is ever left waiting, whatever path forgot to run()
+  void close(PGconn* conn) { closes_.push_back(conn); }  // only dispose closes more than 4
+  // Under the lock: r has its answer, and is notified by run_wakes().
+  void wake(Request& r) {
+    r.wake_pending.store(true, std::memory_order_relaxed);
+    wakes_.push_back(&r);
+  }
+  // Also safe under the lock (a checkout about to wait runs its wakes first): slower, not wrong.
+  void run_wakes() {
+    wakes_.drain([](Request* r) {
+      r->wake.notify_one();
+      r->wake_pending.store(false, std::memory_order_release);  // r may be gone after this
+    });
+  }
+  void run() {  // after the unlock
+    run_wakes();
+    closes_.drain([](PGconn* conn) { PQfinish(conn); });
   }
   std::optional<Reset> reset;
   PGconn* reset_conn = nullptr;
 
  private:
-  std::array<PGconn*, 4> small_{};
-  std::size_t small_count_ = 0;
-  std::vector<PGconn*> more_;  // only pool-wide closes (dispose) get here
+  ShortList<PGconn*, 4> closes_;
+  ShortList<Request*, 4> wakes_;
 };
 
 [[noreturn]] void broken(const char* what) {
@@ -228,7 +273,7 @@ class PoolState {
       core_.handle_timeout(now());
       drain(nullptr, work);
       lock.unlock();
-      work.run_closes();
+      work.run();
       lock.lock();
       return true;
     }
@@ -379,7 +424,7 @@ class PoolState {
     PGconn* c = conn(id);
     pinging_.insert(id);
     lock.unlock();
-    work.run_closes();
+    work.run();
     const PingOutcome outcome = ping(c, error);
     lock.lock();
     pinging_.erase(id);
@@ -466,7 +511,7 @@ class PoolState {
       handle(PingResult{ping.slot, outcome, 0}, nullptr, work);
     }
     lock.unlock();
-    work.run_closes();
+    work.run();
     lock.lock();
   }
 
@@ -480,20 +525,20 @@ class PoolState {
       std::visit(Overloaded{
                      [&](const OpenConnection& a) {
                        if (a.request) {
-                         answer(*a.request, a, self);
+                         answer(*a.request, a, self, work);
                        } else {
                          background(a);
                        }
                      },
                      [&](const Ping& a) {
                        if (a.request) {
-                         answer(*a.request, a, self);
+                         answer(*a.request, a, self, work);
                        } else {
                          background(a);
                        }
                      },
-                     [&](const Grant& a) { answer(a.request, a, self); },
-                     [&](const Fail& a) { answer(a.request, a, self); },
+                     [&](const Grant& a) { answer(a.request, a, self, work); },
+                     [&](const Fail& a) { answer(a.request, a, self, work); },
                      [&](const CloseConnection& a) {
                        PGconn* gone = remove_conn(a.conn);
                        // pgbouncer's janitor may close a server whose check is in flight:
@@ -531,7 +576,7 @@ class PoolState {
     }
   }
 
-  void answer(RequestId id, const Answer& answer, Request* self) {
+  void answer(RequestId id, const Answer& answer, Request* self, Work& work) {
     if (self != nullptr && self->id == id) {
       if (self->answer) broken("two answers for one request");
       self->answer = answer;
@@ -541,7 +586,7 @@ class PoolState {
       if (r->id == id) {
         if (r->answer) broken("two answers for one request");
         r->answer = answer;
-        r->wake.notify_one();
+        work.wake(*r);
         return;
       }
     }
@@ -610,7 +655,7 @@ void PgPool::start_threads(int count) {
     std::lock_guard lock(s.mutex);
     s.start(work);
   }
-  work.run_closes();
+  work.run();
   // `count` workers for connects and checks, and one for the timers (HikariCP's housekeeper
   // and each waiter's own timeout; psycopg_pool's scheduler and waiters).
   for (int i = 0; i <= count; ++i) {
@@ -631,12 +676,13 @@ PgPool::~PgPool() {
     state_->background_wake.notify_all();
     if (!state_->core().background()) state_->handle(Disposed{}, nullptr, work);
   }
+  work.run_wakes();
   for (std::thread& t : threads_) t.join();
   {
     std::lock_guard lock(state_->mutex);
     state_->close_idle(work);
   }
-  work.run_closes();
+  work.run();
 }
 
 PgPool::Handle PgPool::checkout() {
@@ -658,6 +704,7 @@ PgPool::Handle PgPool::checkout() {
   }
   for (;;) {
     if (!self.answer) {
+      work.run_wakes();  // checkouts this one answered do not wait for it to be answered
       if (deadline) {
         if (self.wake.wait_until(lock, PoolState::to_steady(*deadline)) ==
                 std::cv_status::timeout &&
@@ -677,7 +724,7 @@ PgPool::Handle PgPool::checkout() {
               s.unlink(self);
               s.lend(a.conn);
               lock.unlock();
-              work.run_closes();
+              work.run();
               return Handle(state_, a.slot, a.conn, conn);
             },
             [&](const Fail& a) -> std::optional<Handle> {
@@ -710,12 +757,12 @@ PgPool::Handle PgPool::checkout() {
                   break;
               }
               lock.unlock();
-              work.run_closes();
+              work.run();
               throw PoolError(kind, message);
             },
             [&](const OpenConnection& a) -> std::optional<Handle> {
               lock.unlock();
-              work.run_closes();
+              work.run();
               PGconn* conn = s.connect(error);
               const bool ok = conn != nullptr;
               if (!ok) {
@@ -758,7 +805,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
     }
     if (!work.reset) s.end_turn();
   }
-  work.run_closes();
+  work.run();
   if (!work.reset) return;
   const Reset reset = *work.reset;
   const ResetOutcome outcome = s.reset(work.reset_conn, reset.kind);
@@ -774,7 +821,7 @@ void give_back(PoolState& s, const Event& event, ConnId conn_id) {
       s.handle(ResetDone{reset.slot, reset.conn, outcome}, nullptr, work);
     }
   }
-  work.run_closes();
+  work.run();
 }
 }  // namespace
 
