@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Google Benchmark benchmarks (Release) into build-bench/ and runs them: the simulator
 # (engine, scaling, pool core) and the analytic models, the real pool against a PostgreSQL the
-# benchmark starts itself, and sweeps (--jobs 1 against 2, Dask against threads). Tables on
-# stdout, the full figures in build-bench/*.json. Speed lives here, never in the tests.
+# benchmark starts itself, sweeps (--jobs 1 against 2, Dask against threads) and the memory of a
+# 10^8-request run; then a table of issue 8's targets, met or not. Tables on stdout, the full
+# figures in build-bench/*.json. Speed lives here, never in the tests.
 #
 #   scripts/bench.sh [--compare] [--write-baseline] [--benchmark_filter=REGEX ...]
 #
@@ -34,6 +35,12 @@ build-bench/bin/pg_pool_bench --benchmark_out=build-bench/pg_pool_bench.json \
 echo
 echo "== sweeps =="
 /usr/bin/python3 tests/bench/sweep_bench.py build-bench build-bench/sweep_bench.json
+echo
+echo "== memory =="
+/usr/bin/python3 tests/bench/memory_bench.py build-bench build-bench/memory_bench.json
+echo
+echo "== issue 8's targets =="
+/usr/bin/python3 tests/bench/targets.py build-bench
 if [ "$compare" = 1 ]; then
   echo
   echo "== against bench/baseline.json =="
