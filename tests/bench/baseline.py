@@ -17,19 +17,23 @@ import subprocess
 import sys
 
 
-def figures(build):
-    out = {}
+def google_benchmarks(build):
+    """name -> the Google Benchmark row of each run that did not fail or get skipped."""
+    rows = {}
     for name in ("bench.json", "pg_pool_bench.json"):
         path = os.path.join(build, name)
         if not os.path.exists(path):
             continue
         with open(path) as f:
             for b in json.load(f)["benchmarks"]:
-                if b.get("run_type") == "aggregate" or "error_occurred" in b:
-                    continue
-                if "items_per_second" in b:
-                    out[b["name"]] = {"value": b["items_per_second"], "unit": "items/s",
-                                      "higher_is_better": True}
+                if b.get("run_type") != "aggregate" and "error_occurred" not in b:
+                    rows[b["name"]] = b
+    return rows
+
+
+def figures(build):
+    out = {name: {"value": b["items_per_second"], "unit": "items/s", "higher_is_better": True}
+           for name, b in google_benchmarks(build).items() if "items_per_second" in b}
     path = os.path.join(build, "sweep_bench.json")
     if os.path.exists(path):
         with open(path) as f:

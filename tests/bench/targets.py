@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from baseline import google_benchmarks
+
 
 def load(build, name):
     path = os.path.join(build, name)
@@ -21,16 +23,6 @@ def load(build, name):
         return {}
     with open(path) as f:
         return json.load(f)
-
-
-def google_benchmarks(build):
-    """name -> the benchmark's row, for the runs that did not fail or get skipped."""
-    rows = {}
-    for name in ("bench.json", "pg_pool_bench.json"):
-        for b in load(build, name).get("benchmarks", []):
-            if b.get("run_type") != "aggregate" and "error_occurred" not in b:
-                rows[b["name"]] = b
-    return rows
 
 
 def nanoseconds(row):
