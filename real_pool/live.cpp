@@ -504,151 +504,6 @@ sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
 
 namespace {
 
-// Connects started together, as a burst through the overflow starts them: on a machine with
-// few cores their SCRAM handshakes and backend starts compete for the CPU, and they finish
-// later than one alone would. per_s is the median throughput over the rounds.
-struct ConnectStorm {
-  static constexpr int kConnects = 8;
-  static constexpr int kRounds = 9;
-  double per_s = 0;
-};
-
-ConnectStorm measure_connect_storm(const std::string& dsn) {
-  std::vector<double> rates;
-  for (int round = 0; round < ConnectStorm::kRounds; ++round) {
-    std::vector<PGconn*> conns(ConnectStorm::kConnects, nullptr);
-    std::latch go(ConnectStorm::kConnects + 1);
-    std::vector<std::thread> threads;
-    for (PGconn*& c : conns) {
-      threads.emplace_back([&go, &c, &dsn] {
-        go.arrive_and_wait();
-        c = PQconnectdb(dsn.c_str());
-      });
-    }
-    go.arrive_and_wait();
-    const auto start = Clock::now();
-    for (std::thread& t : threads) t.join();
-    const double took = std::chrono::duration<double>(Clock::now() - start).count();
-    std::string why;
-    for (PGconn* c : conns) {
-      if (PQstatus(c) != CONNECTION_OK && why.empty()) why = PQerrorMessage(c);
-      PQfinish(c);
-    }
-    if (!why.empty()) {
-      throw LiveError("cannot open " + std::to_string(ConnectStorm::kConnects) +
-                      " connections at once to " + mask_password(dsn) + ": " +
-                      why.substr(0, why.find('\n')));
-    }
-    rates.push_back(ConnectStorm::kConnects / took);
-  }
-  std::sort(rates.begin(), rates.end());
-  return ConnectStorm{rates[rates.size() / 2]};
-}
-
-}  // namespace
-
-Calibration calibrate(const std::string& dsn_in, int samples) {
-  check_dsn(dsn_in);
-  std::unique_ptr<TestServer> server;
-  const std::string dsn =
-      dsn_in == "auto" ? (server = std::make_unique<TestServer>())->dsn() : dsn_in;
-  auto ms_since = [](Clock::time_point t) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-  };
-  std::vector<double> connect, ping, reset, statement;
-  sim::Rng rng(20261125, 0);
-  for (int i = 0; i < samples; ++i) {
-    const auto t = Clock::now();
-    PGconn* c = PQconnectdb(dsn.c_str());
-    const double took = ms_since(t);
-    if (PQstatus(c) != CONNECTION_OK) {
-      const std::string why = PQerrorMessage(c);
-      PQfinish(c);
-      throw LiveError("cannot connect to " + mask_password(dsn) + ": " +
-                      why.substr(0, why.find('\n')));
-    }
-    connect.push_back(took);
-    for (int k = 0; k < 5; ++k) {
-      auto t0 = Clock::now();
-      PQclear(PQexec(c, "SELECT 1"));
-      ping.push_back(ms_since(t0));
-      PQclear(PQexec(c, "BEGIN"));
-      PQclear(PQexec(c, "SELECT 1"));
-      t0 = Clock::now();
-      PQclear(PQexec(c, "ROLLBACK"));
-      reset.push_back(ms_since(t0));
-      // What `SELECT pg_sleep(h)` costs beyond h: PostgreSQL sleeps in whole milliseconds
-      // (rounding up) and the statement needs its round trip.
-      const double h = 0.001 + 0.019 * rng.uniform();
-      const std::string sql = "SELECT pg_sleep(" + std::to_string(h) + ")";
-      t0 = Clock::now();
-      PQclear(PQexec(c, sql.c_str()));
-      statement.push_back(std::max(0.0, ms_since(t0) - h * 1e3));
-    }
-    PQfinish(c);
-  }
-  const ConnectStorm storm = measure_connect_storm(dsn);
-  // Each cost as a lognormal with the measured mean and coefficient of variation, and the
-  // measured percentiles for the reader to judge the fit.
-  Calibration out;
-  out.json = sim::Json::object();
-  sim::Json options = sim::Json::object();
-  out.ini = "[database]\n";
-  for (auto& [name, values] : std::vector<std::pair<std::string, std::vector<double>*>>{
-           {"connect", &connect}, {"ping", &ping}, {"reset", &reset}, {"statement", &statement}}) {
-    std::vector<double>& v = *values;
-    std::sort(v.begin(), v.end());
-    double mean = 0, sq = 0;
-    for (double x : v) mean += x / static_cast<double>(v.size());
-    for (double x : v) sq += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
-    const double cv = mean > 0 ? std::sqrt(sq) / mean : 0;
-    auto pct = [&v](double q) {
-      return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
-    };
-    char spec[128];
-    std::snprintf(spec, sizeof spec, "lognormal:mean=%.0fus,cv=%.2f", mean * 1e3,
-                  std::max(cv, 0.01));
-    out.json[name] = sim::Json{{"samples", v.size()}, {"mean_ms", mean},     {"cv", cv},
-                               {"p50_ms", pct(0.5)},  {"p95_ms", pct(0.95)}, {"max_ms", v.back()},
-                               {"distribution", spec}};
-    if (name == "statement") {  // not a scenario option: validate uses it (see there)
-      char line[200];
-      std::snprintf(line, sizeof line,
-                    "# a statement's round trip beyond its pg_sleep: %.3f ms mean, p95 %.3f ms "
-                    "(validate --calibrate simulates it as reset)\n",
-                    mean, pct(0.95));
-      out.ini += line;
-      continue;
-    }
-    options["database." + name] = spec;
-    out.ini += name + " = " + spec + "\n";
-  }
-  // The storm's throughput against one connect alone: how many set-ups' worth of work the
-  // server does at once. Close to kStorm means no contention was seen: unlimited.
-  const double connect_s = out.json["connect"]["mean_ms"].get<double>() * 1e-3;
-  const double capacity = storm.per_s * connect_s;
-  char shown[32];
-  std::snprintf(shown, sizeof shown, "%.1f", capacity);
-  const std::string capacity_text = capacity >= 0.9 * ConnectStorm::kConnects ? "0" : shown;
-  out.json["connect_storm"] = sim::Json{{"connects_at_once", ConnectStorm::kConnects},
-                                        {"rounds", ConnectStorm::kRounds},
-                                        {"per_s", storm.per_s},
-                                        {"capacity", capacity}};
-  options["database.connect_capacity"] = capacity_text;
-  options["database.connect_sharing"] = "shared";
-  char note[160];
-  std::snprintf(note, sizeof note,
-                "# %d connects at once: %.0f/s, against one every %.1f ms alone\n",
-                ConnectStorm::kConnects, storm.per_s, connect_s * 1e3);
-  out.ini += note;
-  out.ini += "connect_capacity = " + capacity_text + "\nconnect_sharing = shared\n";
-  out.json["options"] = options;
-  out.json["dsn"] = mask_password(dsn);
-  return out;
-}
-
-namespace {
-
 // What validate compares, and the tolerance it allows on top of the simulation's 95% interval.
 // The live run is one replication measured on a real machine: a checkout of an idle connection
 // costs microseconds that the model counts as no wait (p_wait counts waits above 200 us),
@@ -679,17 +534,30 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
   check_dsn(options.dsn);
   sim::Scenario s = scenario;
   sim::Json calibration;
-  if (calibrate_first) {
-    const Calibration c = calibrate(options.dsn);
+  std::optional<Measurements> before;
+  // A server of its own for the measurements with --dsn auto: the live run starts another.
+  auto measure_server = [&options] {
+    std::unique_ptr<TestServer> server;
+    const std::string dsn =
+        options.dsn == "auto" ? (server = std::make_unique<TestServer>())->dsn() : options.dsn;
+    return measure(dsn);
+  };
+  auto apply = [&s, &calibration](const Calibration& c) {
     calibration = c.json;
     for (const auto& item : c.json["options"].items()) {
       const std::string spec = item.value().get<std::string>();
       if (item.key() == "database.connect") s.connect = sim::Distribution::parse(spec);
       if (item.key() == "database.ping") s.ping = sim::Distribution::parse(spec);
-      if (item.key() == "database.connect_capacity") s.connect_capacity = sim::parse_number(spec);
       if (item.key() == "database.connect_sharing") s.connect_sharing = sim::ConnectSharing::kShared;
       if (item.key() != "database.reset") s.set_option(item.key(), spec);  // see below
     }
+    // The curve as the scenario parser reads it: the one place that says what it means.
+    s.connect_curve = sim::make_scenario({{"database.connect_capacity",
+                                           c.json["options"]["database.connect_capacity"]},
+                                          {"database.connect_sharing", "shared"}},
+                                         {})
+                          .connect_curve;
+    s.connect_capacity = 0;
     // A live request holds its connection for pg_sleep(hold) plus the statement's overhead,
     // and sends no ROLLBACK afterwards (autocommit: no transaction is open). The simulation's
     // after-hold cost, database.reset, is where that time belongs: the connection is busy and
@@ -698,12 +566,24 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
     s.reset = sim::Distribution::parse(spec);
     s.set_option("database.reset", spec);  // the report's calibration block says where it came from
     calibration["database.reset"] = "the measured statement overhead (see statement)";
+  };
+  if (calibrate_first) {
+    before = measure_server();
+    apply(summarize(*before));  // the live run's costs are the simulation's, not its options
   }
   const sim::Progress live_progress = [&progress](double f) {
     if (progress) progress(0.8 * f);
   };
   sim::Json live =
       live_runner ? live_runner(s, live_progress) : run_live(s, options, live_progress);
+  sim::Json drift;
+  if (calibrate_first) {
+    // Measured again: the simulation takes both measurements together, and a machine whose
+    // speed changed between them ran the live side under conditions neither describes.
+    const Measurements after = measure_server();
+    drift = compare_drift(*before, after);
+    apply(summarize(merge(*before, after)));
+  }
   if (calibrate_first && live.contains("calibration")) {
     // The runner measured its own cost beyond the hold (SQLAlchemy: psycopg2's BEGIN, the
     // statement, the ROLLBACK on return and Python's share): that, not libpq's, is what holds
@@ -738,9 +618,18 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
                                  {"within", std::abs(live_value - e.mean) <= allowed}};
     tolerance[c.key] = sim::Json{{"absolute", c.absolute}, {"relative", c.relative}};
   }
-  sim::Json report{
-      {"live", live}, {"sim", simulated}, {"agreement", agreement}, {"tolerance", tolerance}};
-  if (calibrate_first) report["calibration"] = calibration;
+  bool all_within = true;
+  for (const auto& item : agreement.items()) all_within = all_within && item.value()["within"];
+  const bool drifted = calibrate_first && drift["drifted"].get<bool>();
+  sim::Json report{{"verdict", drifted ? "drift" : all_within ? "agrees" : "differs"},
+                   {"live", live},
+                   {"sim", simulated},
+                   {"agreement", agreement},
+                   {"tolerance", tolerance}};
+  if (calibrate_first) {
+    report["calibration"] = calibration;
+    report["drift"] = drift;
+  }
   return report;
 }
 
@@ -751,6 +640,7 @@ std::string validate_table(const sim::Json& report) {
   std::snprintf(line, sizeof line, "  %-26s %12s %12s %12s %12s  %s\n", "metric", "live", "sim",
                 "sim ±95%", "allowed ±", "verdict");
   out += line;
+  const bool drifted = report["verdict"] == "drift";
   int agree = 0, total = 0;
   for (const auto& item : report["agreement"].items()) {
     const sim::Json& a = item.value();
@@ -760,11 +650,30 @@ std::string validate_table(const sim::Json& report) {
     std::snprintf(line, sizeof line, "  %-26s %12.4g %12.4g %12.4g %12.4g  %s\n",
                   item.key().c_str(), a["live"].get<double>(), a["sim"].get<double>(),
                   a["ci95"].get<double>(), a["allowed"].get<double>(),
-                  within ? "agrees" : "DIFFERS");
+                  drifted ? (within ? "(within)" : "(outside)") : within ? "agrees" : "DIFFERS");
     out += line;
+  }
+  if (drifted) {
+    out += "\n  verdict: none. The machine's speed changed during the run: " +
+           drift_text(report["drift"]) +
+           ". Neither measurement describes what the live run saw, so this comparison says "
+           "nothing about the model: run it again.\n  (" +
+           report["drift"]["rule"].get<std::string>() + ")\n";
+    return out;
   }
   out += "\n  " + std::to_string(agree) + " of " + std::to_string(total) +
          " metrics agree (allowed = the 95% interval + a stated tolerance for measurement noise)\n";
+  if (report.contains("drift")) {
+    const sim::Json& d = report["drift"];
+    std::snprintf(line, sizeof line,
+                  "  measured before and after the live run: a lone connect %.1f / %.1f ms, a "
+                  "round of storms %.0f / %.0f ms (no drift)\n",
+                  d["lone_connect"]["before_ms"].get<double>(),
+                  d["lone_connect"]["after_ms"].get<double>(),
+                  d["storm_round"]["before_ms"].get<double>(),
+                  d["storm_round"]["after_ms"].get<double>());
+    out += line;
+  }
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "sim/model.hpp"
 #include "sim/result.hpp"
@@ -42,17 +43,48 @@ void check_dsn(const std::string& dsn);
 sim::Json run_live(const sim::Scenario& scenario, const LiveOptions& options,
                    const sim::Progress& progress = {});
 
-// `poolsim calibrate`: measures connect, ping (SELECT 1), reset (ROLLBACK of an open
-// transaction) and a round trip on the server, and returns them as [database] distributions.
+// `poolsim calibrate` (real_pool/calibrate.cpp): measures connect, ping (SELECT 1), reset
+// (ROLLBACK of an open transaction), pg_sleep's round trip and connect storms on the server,
+// and returns them as [database] options, the storms as database.connect_capacity's curve.
 struct Calibration {
   sim::Json json;  // {"connect": {"mean_ms",...}, ..., "options": {"database.connect": "...", ...}}
   std::string ini;  // the [database] section to paste into a scenario file
 };
 Calibration calibrate(const std::string& dsn, int samples = 50);
 
+// The storms calibrate starts: this many connects at once, kStormRounds rounds of each.
+inline constexpr int kStormSizes[] = {1, 2, 4, 8, 16};
+inline constexpr int kStormRounds = 7;
+
+// What calibrate measures, in ms, before it is summarized: validate measures twice, before and
+// after its live run, compares the two (compare_drift) and simulates with both together.
+struct Measurements {
+  std::vector<double> connect, ping, reset, statement;  // one sample each
+  // storms[i][round]: each connect's time from the start of a storm of kStormSizes[i], ascending
+  std::vector<std::vector<std::vector<double>>> storms;
+  std::string dsn;  // password masked
+};
+Measurements measure(const std::string& dsn, int samples = 50);  // a real DSN, not "auto"
+Measurements merge(const Measurements& a, const Measurements& b);
+Calibration summarize(const Measurements& m);
+
+// The machine drifted between two measurements when a lone connect's mean, or a storm round's
+// (the mean times per connect of its storms added up), changed by more than kDriftMinChange and
+// by more than kDriftNoiseSe standard errors of the difference. Returns {"drifted", "rule",
+// "lone_connect": {"before_ms", "after_ms", "change", "noise", "drifted"}, "storm_round": {...}}.
+inline constexpr double kDriftMinChange = 0.25;
+inline constexpr double kDriftNoiseSe = 3.0;
+sim::Json compare_drift(const Measurements& before, const Measurements& after);
+// The drifted figures of compare_drift's result in words, "" when none drifted.
+std::string drift_text(const sim::Json& drift);
+
 // `poolsim validate`: the scenario live, then simulated with `replications` (at least 10), and
 // for each metric whether the live figure lies within the simulation's 95% interval widened by
 // the tolerance for measurement noise (stated per metric in the result's "tolerance").
+// `calibrate_first` measures the server right before the live run and again right after it,
+// simulates with both measurements together, and reports the comparison as "drift"; the
+// report's "verdict" is "agrees" (every metric within), "differs", or "drift" (the machine's
+// speed changed during the run: the comparison is no verdict on the model).
 // `live` runs the live side: run_live by default; Python's validate(against="sqlalchemy")
 // passes one that drives the same workload through a real SQLAlchemy engine. A runner that
 // measured its own cost beyond each hold (asked to when calibrating) returns it in its result as

@@ -98,7 +98,7 @@ void require_markovian(const Scenario& s) {
     not_exact(s, "database.connect",
               no + "an exact answer needs instant (const:0s) or exponential connects");
   }
-  if (!instant && s.connect_capacity > 0) {
+  if (!instant && (s.connect_capacity > 0 || !s.connect_curve.empty())) {
     not_exact(s, "database.connect_capacity",
               no + "queued connection set-ups are not modeled exactly");
   }

@@ -7,7 +7,8 @@
 //  - A connect takes database.connect of the server's work. With connect_sharing = queue at most
 //    database.connect_capacity set-ups run at once (the rest queue at the server); with shared
 //    all run at once and share the capacity (processor sharing: n set-ups each progress at
-//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do). A connect
+//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do; or, with
+//    a curve of capacities over concurrency, at capacity(n) / n: Scenario::connect_speed). A connect
 //    is refused (too_many_connections, after the set-up cost) when the server already has
 //    database.max_connections backends, fails at once during an outage, and fails with probability
 //    network.connect_fail (connect_failed).
@@ -736,10 +737,7 @@ class Simulation {
   // Processor sharing of set-ups: while n run, each receives min(1, capacity / n) ns of work
   // per ns. shared_work_ is the work each has received since the first began, so a set-up
   // started with work w when it stood at W is done when it reaches W + w.
-  double shared_speed() const {
-    const auto n = static_cast<double>(shared_.size());
-    return s_.connect_capacity > 0 && n > s_.connect_capacity ? s_.connect_capacity / n : 1.0;
-  }
+  double shared_speed() const { return s_.connect_speed(static_cast<double>(shared_.size())); }
   void advance_shared_work() {
     shared_work_ += static_cast<double>((now_ - shared_since_).count()) * shared_speed();
     shared_since_ = now_;

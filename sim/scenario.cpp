@@ -116,7 +116,10 @@ const std::vector<OptionInfo> kOptions = {
     {"database.reset", "const:50us", "cost of the reset-on-return rollback (distribution)"},
     {"database.idle_session_timeout", "0", "server closes connections idle this long; 0 = never"},
     {"database.connect_capacity", "0",
-     "connection set-ups the server handles at once; 0 = unlimited (shared: may be fractional)"},
+     "connection set-ups the server handles at once; 0 = unlimited (shared: may be fractional, "
+     "or a curve of concurrency:capacity pairs as poolsim calibrate measures it, e.g. "
+     "1:1,2:1.2,4:1.4,8:1.6,16:1.7: with n set-ups in flight each runs at capacity(n)/n of a "
+     "lone set-up's speed, interpolated between points)"},
     {"database.connect_sharing", "queue",
      "set-ups beyond connect_capacity: queue (wait for a free one) or shared (all run at once "
      "and share it, as CPU-bound handshakes do)"},
@@ -224,6 +227,41 @@ std::vector<Outage> parse_outages(Reader& in) {
     outages.push_back(o);
   }
   return outages;
+}
+
+// database.connect_capacity as "N:C,N:C,...": whole concurrencies from 1, strictly ascending,
+// each capacity above 0 and at most its concurrency (n set-ups cannot do more than n lone
+// set-ups' worth of work).
+std::vector<CapacityPoint> parse_connect_curve(Reader& in) {
+  constexpr std::size_t kMaxPoints = 64;
+  const char* key = "database.connect_capacity";
+  const std::string allowed =
+      "a curve is concurrency:capacity pairs separated by commas, e.g. 1:1,2:1.2,8:1.6, with "
+      "whole concurrencies from 1 to 1000000 in ascending order and each capacity above 0 and "
+      "at most its concurrency";
+  std::vector<CapacityPoint> curve;
+  std::stringstream items(in.text(key));
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto colon = item.find(':');
+    if (colon == std::string::npos) in.refuse(key, allowed);
+    CapacityPoint point{};
+    try {
+      const std::int64_t n = parse_integer(item.substr(0, colon));
+      if (n < 1 || n > 1'000'000) in.refuse(key, allowed);
+      point.concurrency = static_cast<int>(n);
+      point.capacity = parse_number(item.substr(colon + 1));
+    } catch (const ParseError& e) {
+      in.refuse(key, allowed + " (" + item + ": " + e.what() + ")");
+    }
+    if (!(point.capacity > 0) || point.capacity > point.concurrency) in.refuse(key, allowed);
+    if (!curve.empty() && point.concurrency <= curve.back().concurrency) in.refuse(key, allowed);
+    curve.push_back(point);
+  }
+  const std::string text = in.text(key);
+  if (curve.empty() || text.back() == ',') in.refuse(key, allowed);
+  if (curve.size() > kMaxPoints) in.refuse(key, allowed + "; at most 64 points");
+  return curve;
 }
 
 std::shared_ptr<const std::vector<TraceEntry>> read_trace(Reader& in, std::filesystem::path* path) {
@@ -348,6 +386,25 @@ void Scenario::set_option(const std::string& key, const std::string& text) {
     }
   }
   throw std::logic_error("no option " + key);
+}
+
+double curve_speed(const std::vector<CapacityPoint>& curve, double running) {
+  const CapacityPoint& first = curve.front();
+  if (running <= first.concurrency) return first.capacity / first.concurrency;
+  for (std::size_t i = 1; i < curve.size(); ++i) {
+    const CapacityPoint& a = curve[i - 1];
+    const CapacityPoint& b = curve[i];
+    if (running <= b.concurrency) {
+      const double f = (running - a.concurrency) / (b.concurrency - a.concurrency);
+      return (a.capacity + f * (b.capacity - a.capacity)) / running;
+    }
+  }
+  return curve.back().capacity / running;
+}
+
+double Scenario::connect_speed(double running) const {
+  if (!connect_curve.empty()) return curve_speed(connect_curve, running);
+  return connect_capacity > 0 && running > connect_capacity ? connect_capacity / running : 1.0;
 }
 
 Scenario make_scenario(const std::map<std::string, std::string>& values,
@@ -603,9 +660,19 @@ Scenario make_scenario(const std::map<std::string, std::string>& values,
   } else {
     in.refuse("database.connect_sharing", "must be queue or shared");
   }
-  s.connect_capacity = in.number("database.connect_capacity");
+  if (in.text("database.connect_capacity").find(':') != std::string::npos) {
+    s.connect_curve = parse_connect_curve(in);
+    if (s.connect_sharing != ConnectSharing::kShared) {
+      in.refuse("database.connect_capacity",
+                "a curve of concurrency:capacity pairs needs database.connect_sharing = shared");
+    }
+  } else {
+    s.connect_capacity = in.number("database.connect_capacity");
+  }
   if (!(s.connect_capacity >= 0) || s.connect_capacity > 1e7) {
-    in.refuse("database.connect_capacity", "must be 0 (unlimited) or a number up to 1e7");
+    in.refuse("database.connect_capacity",
+              "must be 0 (unlimited), a number up to 1e7, or a curve of concurrency:capacity "
+              "pairs (e.g. 1:1,2:1.2,8:1.6)");
   }
   if (s.connect_sharing == ConnectSharing::kQueue &&
       s.connect_capacity != std::floor(s.connect_capacity)) {

@@ -27,6 +27,19 @@ enum class Arrival { kPoisson, kConstant, kOnOff, kDiurnal, kTrace, kClosed };
 enum class Routing { kRoundRobin, kRandom };
 enum class ConnectSharing { kQueue, kShared };
 
+// One point of database.connect_capacity given as a curve: with `concurrency` set-ups in flight
+// the server does `capacity` lone set-ups' worth of work at once.
+struct CapacityPoint {
+  int concurrency;
+  double capacity;
+};
+
+// How fast each of `running` set-ups in flight progresses under a capacity curve (not empty), 1 =
+// as fast as one alone: capacity(running) / running, the capacity interpolated linearly between
+// points; below the first point each set-up runs at the first point's speed, beyond the last the
+// server does the last point's capacity.
+double curve_speed(const std::vector<CapacityPoint>& curve, double running);
+
 struct Outage {
   Duration start;
   Duration length;
@@ -76,6 +89,9 @@ struct Scenario {
   // in line. kShared: all run, each at min(1, capacity / running) speed (processor sharing).
   double connect_capacity = 0;
   ConnectSharing connect_sharing = ConnectSharing::kQueue;
+  // kShared only: the capacity as a curve over the set-ups in flight ("1:1,2:1.2,8:1.6", what
+  // `poolsim calibrate` measures), ascending by concurrency; empty when given as one number.
+  std::vector<CapacityPoint> connect_curve;
   std::vector<Outage> outages;
 
   Duration idle_drop_after{0};
@@ -89,6 +105,10 @@ struct Scenario {
   // NullPool, hikari.* of a QueuePool): what runs the same scenario again, as the live side
   // of validate does, since make_scenario refuses those when given.
   std::map<std::string, std::string> rerun_options() const;
+
+  // kShared: how fast each of `running` set-ups in flight progresses, 1 = as fast as one alone:
+  // min(1, connect_capacity / running), or curve_speed of connect_curve.
+  double connect_speed(double running) const;
 
   // The text an option was given as (or its default); std::logic_error for an unknown key.
   const std::string& option(const std::string& key) const;

@@ -277,18 +277,31 @@ def test_validate_runs_the_background_pools_on_the_real_pool(server, design):
 
 
 def test_validate_calibrates_through_what_it_runs(server):
-    """--calibrate measures the server (connects alone and 8 at once) and, against SQLAlchemy,
-    what a request costs through SQLAlchemy; the simulation uses exactly those figures."""
+    """--calibrate measures the server (connects alone and storms of 1 to 16 at once) before and
+    after the live run and, against SQLAlchemy, what a request costs through SQLAlchemy; the
+    simulation uses exactly those figures."""
     v = poolsim.validate(dsn=server.dsn, against="sqlalchemy", calibrate=True, duration="2s",
                          workload_rate=50, pool_size=3, max_overflow=0)
     report = v.to_dict()
     calibration = report["calibration"]
-    storm = calibration["connect_storm"]
-    assert storm["connects_at_once"] == 8 and storm["per_s"] > 0 and storm["capacity"] > 0
+    storms = calibration["connect_storms"]
+    assert [s["connects_at_once"] for s in storms] == [1, 2, 4, 8, 16]
+    # Measured twice, before and after the live run: 7 rounds of each storm size each time.
+    assert all(s["rounds"] == 14 and s["per_s"] > 0 and 0 < s["capacity"] <= s["connects_at_once"]
+               for s in storms), storms
+    assert calibration["connect"]["samples"] == 100
     config = report["sim"]["config"]
     assert config["database.connect_sharing"] == "shared"
-    assert float(config["database.connect_capacity"]) == float(
-        calibration["options"]["database.connect_capacity"])
+    curve = calibration["options"]["database.connect_capacity"]
+    assert config["database.connect_capacity"] == curve
+    assert [int(p.split(":")[0]) for p in curve.split(",")] == [1, 2, 4, 8, 16]
+    assert [float(p.split(":")[1]) for p in curve.split(",")] == [
+        round(s["capacity"], 2) for s in storms]
+    drift = report["drift"]
+    assert set(drift) == {"drifted", "rule", "lone_connect", "storm_round"}
+    assert report["verdict"] == ("drift" if drift["drifted"] else
+                                 "agrees" if all(a["within"] for a in report["agreement"].values())
+                                 else "differs")
     runner = calibration["runner_statement"]
     assert runner["through"] == "sqlalchemy" and runner["samples"] == 50 and runner["mean_ms"] > 0
     assert config["database.reset"] == runner["distribution"]

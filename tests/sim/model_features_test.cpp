@@ -1281,6 +1281,41 @@ TEST_F(ModelFeatures, SharedConnectCapacitySlowsEverySetUpAlike) {
   expect_one_outcome_each(slowed);
 }
 
+TEST_F(ModelFeatures, ConnectCapacityCurveSetsEachConcurrencysSpeed) {
+  // database.connect_capacity as a curve (what poolsim calibrate measures), worked by hand with
+  // 30 ms set-ups: with n in flight each runs at capacity(n) / n of full speed.
+  auto storm = [&](const std::string& arrivals, const char* curve) {
+    return run({{"duration", "3s"},
+                {"workload.arrival", "trace"},
+                {"workload.trace", write("curve.csv", arrivals)},
+                {"pool.size", "20"},
+                {"database.connect_capacity", curve},
+                {"database.connect_sharing", "shared"}});
+  };
+  const std::string three = "0,1\n0,1\n0,1\n", four = three + "0,1\n";
+  // Between points: 3 in flight on 2:1.5 and 4:2 is a capacity of 1.75, so 30 * 3 / 1.75.
+  const Json between = storm(three, "1:1,2:1.5,4:2");
+  EXPECT_NEAR(wait(between, "mean"), 90 / 1.75, 1e-5);
+  EXPECT_NEAR(wait(between, "max"), 90 / 1.75, 1e-5);
+  // At a point: 4 in flight at capacity 2, each at half speed.
+  EXPECT_NEAR(wait(storm(four, "1:1,2:1.5,4:2"), "max"), 60, 1e-5);
+  // Beyond the last point the server does the last point's capacity: 4 at 1.5, 30 * 4 / 1.5.
+  EXPECT_NEAR(wait(storm(four, "1:1,2:1.5"), "max"), 80, 1e-5);
+  // Below the first point each set-up runs at the first point's speed: alone at 1 / 2.
+  EXPECT_NEAR(wait(storm("0,1\n", "2:1"), "max"), 60, 1e-5);
+  // A storm that drains: set-ups at 0 and 10 ms on 1:1,2:1.5. The first runs alone for 10 ms
+  // (20 ms of work left), then both at 0.75 until the first is done at 10 + 20 / 0.75 = 36.67 ms;
+  // the second has done 20 ms of work by then and finishes its last 10 alone at 46.67 ms.
+  // Waits: 36.67 and 46.67 - 10 = 36.67 ms.
+  const Json drain = storm("0,1\n0.010,1\n", "1:1,2:1.5");
+  EXPECT_NEAR(wait(drain, "mean"), 10 + 20 / 0.75, 1e-5);
+  EXPECT_NEAR(wait(drain, "max"), 10 + 20 / 0.75, 1e-5);
+  // One number C is the curve min(1, C / n): 1.5 and the one-point curve 1.5's own are alike.
+  EXPECT_NEAR(wait(storm(four, "1.5"), "mean"), wait(storm(four, "1:1,2:1.5"), "mean"), 1e-9);
+  // The curve is echoed as given.
+  EXPECT_EQ(between["config"]["database.connect_capacity"], "1:1,2:1.5,4:2");
+}
+
 TEST_F(ModelFeatures, OutagesFailRequestsThenRecover) {
   const Options base = {{"duration", "5s"}, {"workload.rate", "100"}, {"pool.pre_ping", "true"}};
   const Json control = run(base);
