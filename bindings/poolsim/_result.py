@@ -145,14 +145,30 @@ class Validation(Section):
         return pd.DataFrame.from_dict(self._data["agreement"], orient="index")
 
     @property
+    def verdict(self) -> str:
+        """``"agrees"`` (every compared metric within its allowed difference), ``"differs"``,
+        or ``"drift"``: with ``calibrate=True``, the machine's speed changed between the
+        measurements before and after the live run (see ``drift``), and there is no verdict."""
+        return self._data["verdict"]
+
+    @property
+    def drift(self) -> Optional[dict]:
+        """With ``calibrate=True``: the measurements before and after the live run compared
+        (``drifted``, ``rule``, ``lone_connect``, ``storm_round``); None without."""
+        return self._data.get("drift")
+
+    @property
     def agrees(self) -> bool:
-        """Whether every compared metric is within its allowed difference."""
-        return all(a["within"] for a in self._data["agreement"].values())
+        """Whether every compared metric is within its allowed difference and the machine did
+        not drift during the run (a drifted run agrees with nothing: run it again)."""
+        return self.verdict == "agrees"
 
     def table(self) -> str:
         return self._table
 
     def __repr__(self) -> str:
+        if self.verdict == "drift":
+            return "<poolsim.Validation no verdict: the machine's speed drifted during the run>"
         agreement = self._data["agreement"]
         within = sum(1 for a in agreement.values() if a["within"])
         return f"<poolsim.Validation {within} of {len(agreement)} metrics agree>"

@@ -247,7 +247,8 @@ def test_validate_against_sqlalchemy(server):
     assert {"p_wait", "wait_ms.mean", "latency_ms.mean"} & set(frame.index)
     assert frame["within"].map(lambda x: isinstance(x, bool)).all()
     assert isinstance(v.agrees, bool)
-    assert v.agrees == bool(frame["within"].all())
+    assert v.verdict == ("agrees" if frame["within"].all() else "differs")  # not calibrated: no drift
+    assert v.agrees == bool(frame["within"].all()) and v.drift is None
     assert v.table().strip()
     assert "metrics agree" in repr(v)
     assert _wait_for_no_backends(server) == (0, 0)
@@ -299,6 +300,8 @@ def test_validate_calibrates_through_what_it_runs(server):
         round(s["capacity"], 2) for s in storms]
     drift = report["drift"]
     assert set(drift) == {"drifted", "rule", "lone_connect", "storm_round"}
+    assert v.drift == drift and v.verdict == report["verdict"]
+    assert v.agrees == (v.verdict == "agrees")
     assert report["verdict"] == ("drift" if drift["drifted"] else
                                  "agrees" if all(a["within"] for a in report["agreement"].values())
                                  else "differs")
