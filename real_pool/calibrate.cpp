@@ -207,7 +207,7 @@ Measurements measure(const std::string& dsn, int samples) {
       m.reset.push_back(ms_since(t0));
       // What `SELECT pg_sleep(h)` costs beyond h: PostgreSQL sleeps in whole milliseconds
       // (rounding up) and the statement needs its round trip.
-      const double h = 0.001 + 0.019 * rng.uniform();
+      const double h = 0.001 + 0.005 * rng.uniform();
       const std::string sql = "SELECT pg_sleep(" + std::to_string(h) + ")";
       t0 = Clock::now();
       PQclear(PQexec(c, sql.c_str()));

@@ -535,12 +535,12 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
   sim::Scenario s = scenario;
   sim::Json calibration;
   std::optional<Measurements> before;
-  // A server of its own for the measurements with --dsn auto: the live run starts another.
-  auto measure_server = [&options] {
-    std::unique_ptr<TestServer> server;
-    const std::string dsn =
-        options.dsn == "auto" ? (server = std::make_unique<TestServer>())->dsn() : options.dsn;
-    return measure(dsn);
+  // With --dsn auto the measurements, before and after, have a server of their own, idle while
+  // the live run starts another.
+  std::unique_ptr<TestServer> measured;
+  if (calibrate_first && options.dsn == "auto") measured = std::make_unique<TestServer>();
+  auto measure_server = [&options, &measured] {
+    return measure(measured ? measured->dsn() : options.dsn);
   };
   auto apply = [&s, &calibration](const Calibration& c) {
     calibration = c.json;
