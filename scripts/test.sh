@@ -8,27 +8,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=${POOLSIM_JOBS:-2}
+# Each stage's header says how long the run has taken so far (the README lists where it goes).
+stage() { echo "== $1 == (at $((SECONDS / 60)) min $((SECONDS % 60)) s)"; }
 scripts/install-deps.sh
 
-echo "== build (Release, -Werror) =="
+stage "build (Release, -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPOOLSIM_WERROR=ON \
   -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build build -j"$jobs"
 
-echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer) =="
+stage "build (AddressSanitizer + UndefinedBehaviorSanitizer)"
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
   -DPOOLSIM_SANITIZERS=ON -DPOOLSIM_BUILD_PYTHON=OFF -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build build-sanitize -j"$jobs"
 
-echo "== tests under the sanitizers =="
+stage "tests under the sanitizers"
 ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
 
-echo "== build (ThreadSanitizer: the real pool's tests only) =="
+stage "build (ThreadSanitizer: the real pool's tests only)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOOLSIM_WERROR=ON \
   -DPOOLSIM_TSAN=ON -DPOOLSIM_BUILD_PYTHON=OFF -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build build-tsan -j"$jobs" --target pg_pool_tests fault_proxy_tests survival_tests poolsim
 
-echo "== real-pool tests under ThreadSanitizer =="
+stage "real-pool tests under ThreadSanitizer"
 # A race report ends the test at once (exit code 66). real_pool.validate needs the poolsim
 # binary and the Python side, which this stage does not build.
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j"$jobs" \
@@ -50,5 +52,6 @@ TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/poolsim live --dsn auto --duration=3
   --psycopg.max_idle=1s --network.drop_rate=720 --format json --no-progress >/dev/null
 echo "poolsim live under ThreadSanitizer: clean"
 
-echo "== tests =="
+stage "tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
+stage "done"
