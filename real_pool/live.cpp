@@ -11,7 +11,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
-#include <latch>
 #include <memory>
 #include <mutex>
 #include <optional>
