@@ -734,9 +734,10 @@ class Simulation {
     queue_.schedule(later(work), Kind::kSetupDone, p, slot_id, kind | epoch);
   }
 
-  // Processor sharing of set-ups: while n run, each receives min(1, capacity / n) ns of work
-  // per ns. shared_work_ is the work each has received since the first began, so a set-up
-  // started with work w when it stood at W is done when it reaches W + w.
+  // Processor sharing of set-ups: while n run, each receives connect_speed(n) ns of work per
+  // ns (min(1, capacity / n), or capacity(n) / n on a curve). shared_work_ is the work each has
+  // received since the first began, so a set-up started with work w when it stood at W is done
+  // when it reaches W + w.
   double shared_speed() const { return s_.connect_speed(static_cast<double>(shared_.size())); }
   void advance_shared_work() {
     shared_work_ += static_cast<double>((now_ - shared_since_).count()) * shared_speed();
