@@ -381,7 +381,8 @@ std::string drift_text(const sim::Json& drift) {
     const sim::Json& d = drift[key];
     if (!d["drifted"].get<bool>()) continue;
     char line[240];
-    std::snprintf(line, sizeof line, "%s%s %.1f ms before the live run, %.1f ms after (%+.0f%%, noise ±%.0f%%)",
+    std::snprintf(line, sizeof line,
+                  "%s%s %.1f ms before the live run, %.1f ms after (%+.0f%%, noise ±%.0f%%)",
                   out.empty() ? "" : "; ",
                   std::string(key) == "lone_connect" ? "a lone connect took"
                                                      : "a round of connect storms took",

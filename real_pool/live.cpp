@@ -547,7 +547,9 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
       const std::string spec = item.value().get<std::string>();
       if (item.key() == "database.connect") s.connect = sim::Distribution::parse(spec);
       if (item.key() == "database.ping") s.ping = sim::Distribution::parse(spec);
-      if (item.key() == "database.connect_sharing") s.connect_sharing = sim::ConnectSharing::kShared;
+      if (item.key() == "database.connect_sharing") {
+        s.connect_sharing = sim::ConnectSharing::kShared;
+      }
       if (item.key() != "database.reset") s.set_option(item.key(), spec);  // see below
     }
     // The curve as the scenario parser reads it: the one place that says what it means.

@@ -7,9 +7,9 @@
 //  - A connect takes database.connect of the server's work. With connect_sharing = queue at most
 //    database.connect_capacity set-ups run at once (the rest queue at the server); with shared
 //    all run at once and share the capacity (processor sharing: n set-ups each progress at
-//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do; or, with
-//    a curve of capacities over concurrency, at capacity(n) / n: Scenario::connect_speed). A connect
-//    is refused (too_many_connections, after the set-up cost) when the server already has
+//    min(1, capacity / n) times full speed, as CPU-bound handshakes on a few cores do; or,
+//    with a curve of capacities over concurrency, at capacity(n) / n: Scenario::connect_speed).
+//    A connect is refused (too_many_connections, after the set-up cost) when the server already has
 //    database.max_connections backends, fails at once during an outage, and fails with probability
 //    network.connect_fail (connect_failed).
 //  - A connection dies silently when a middlebox drops it after network.idle_drop_after idle,
