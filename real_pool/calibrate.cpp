@@ -159,13 +159,16 @@ double fit_capacity(std::vector<sim::CapacityPoint> curve, int n, double target_
   return 0.5 * (lo + hi);
 }
 
+double cv_of(const std::vector<double>& v) {
+  const double mean = mean_of(v);
+  return mean > 0 ? std::sqrt(variance_of(v)) / mean : 0;
+}
+
 // A measured cost as the lognormal with its mean and coefficient of variation.
 std::string lognormal_spec(const std::vector<double>& ms) {
-  const double mean = mean_of(ms);
-  const double cv = mean > 0 ? std::sqrt(variance_of(ms)) / mean : 0;
   char spec[128];
-  std::snprintf(spec, sizeof spec, "lognormal:mean=%.0fus,cv=%.2f", mean * 1e3,
-                std::max(cv, 0.01));
+  std::snprintf(spec, sizeof spec, "lognormal:mean=%.0fus,cv=%.2f", mean_of(ms) * 1e3,
+                std::max(cv_of(ms), 0.01));
   return spec;
 }
 
@@ -260,7 +263,7 @@ Calibration summarize(const Measurements& m) {
     const std::string spec = lognormal_spec(v);
     out.json[name] = sim::Json{{"samples", v.size()},
                                {"mean_ms", mean},
-                               {"cv", mean > 0 ? std::sqrt(variance_of(v)) / mean : 0},
+                               {"cv", cv_of(v)},
                                {"p50_ms", pct(0.5)},
                                {"p95_ms", pct(0.95)},
                                {"max_ms", v.back()},
@@ -280,7 +283,8 @@ Calibration summarize(const Measurements& m) {
 
   // The capacity curve, size by size (see the top of this file), with each size's spread: the
   // capacities that its slowest and its fastest round would give.
-  const sim::Distribution lone = sim::Distribution::parse(lognormal_spec(m.connect));
+  const sim::Distribution lone =
+      sim::Distribution::parse(options["database.connect"].get<std::string>());
   std::vector<sim::CapacityPoint> curve;
   sim::Json storms = sim::Json::array();
   std::string curve_text;

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -543,30 +544,25 @@ sim::Json validate(const sim::Scenario& scenario, const LiveOptions& options, bo
   };
   auto apply = [&s, &calibration](const Calibration& c) {
     calibration = c.json;
+    std::map<std::string, std::string> database;
     for (const auto& item : c.json["options"].items()) {
-      const std::string spec = item.value().get<std::string>();
-      if (item.key() == "database.connect") s.connect = sim::Distribution::parse(spec);
-      if (item.key() == "database.ping") s.ping = sim::Distribution::parse(spec);
-      if (item.key() == "database.connect_sharing") {
-        s.connect_sharing = sim::ConnectSharing::kShared;
-      }
-      if (item.key() != "database.reset") s.set_option(item.key(), spec);  // see below
+      database[item.key()] = item.value().get<std::string>();
     }
-    // The curve as the scenario parser reads it: the one place that says what it means.
-    s.connect_curve = sim::make_scenario({{"database.connect_capacity",
-                                           c.json["options"]["database.connect_capacity"]},
-                                          {"database.connect_sharing", "shared"}},
-                                         {})
-                          .connect_curve;
-    s.connect_capacity = 0;
     // A live request holds its connection for pg_sleep(hold) plus the statement's overhead,
     // and sends no ROLLBACK afterwards (autocommit: no transaction is open). The simulation's
     // after-hold cost, database.reset, is where that time belongs: the connection is busy and
-    // the request not finished.
-    const std::string spec = calibration["statement"]["distribution"].get<std::string>();
-    s.reset = sim::Distribution::parse(spec);
-    s.set_option("database.reset", spec);  // the report's calibration block says where it came from
+    // the request not finished. The report's calibration block says where it came from.
+    database["database.reset"] = calibration["statement"]["distribution"].get<std::string>();
     calibration["database.reset"] = "the measured statement overhead (see statement)";
+    // Read as the scenario parser reads them: the one place that says what they mean.
+    const sim::Scenario parsed = sim::make_scenario(database, {});
+    s.connect = parsed.connect;
+    s.ping = parsed.ping;
+    s.reset = parsed.reset;
+    s.connect_capacity = parsed.connect_capacity;
+    s.connect_curve = parsed.connect_curve;
+    s.connect_sharing = parsed.connect_sharing;
+    for (const auto& [key, text] : database) s.set_option(key, text);
   };
   if (calibrate_first) {
     before = measure_server();
